@@ -9,7 +9,6 @@ export PATH := $(BIN):$(PATH)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export MPLBACKEND := Agg
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 JOBS ?= 2
 ASSIGNMENTS := $(notdir $(wildcard solutions/ex*))

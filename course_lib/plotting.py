@@ -4,6 +4,7 @@ Call :func:`use_course_style` once at the top of a notebook.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +19,8 @@ CJK_FONT = "WenQuanYi Micro Hei"
 
 def use_course_style() -> None:
     """Register the bundled CJK font (as a fallback after DejaVu Sans) and set a few defaults."""
+    # The CJK font has no bold face: matplotlib would log a findfont message for bold text in every notebook.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     if CJK_FONT not in {f.name for f in font_manager.fontManager.ttflist}:
         font_manager.fontManager.addfont(str(_FONT_FILE))
     matplotlib.rcParams.update(
