@@ -13,7 +13,7 @@ export PYDEVD_DISABLE_FILE_VALIDATION := 1
 JOBS ?= 2
 ASSIGNMENTS := $(notdir $(wildcard solutions/ex*))
 
-.PHONY: help env book test test-lib test-book test-solutions lab exercises grade constraints clean
+.PHONY: help env sandbox book test test-lib test-book test-solutions lab exercises grade constraints clean
 
 help:
 	@echo "make book        build the HTML book into _build/html (creates .venv first)"
@@ -30,11 +30,19 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 env: $(STAMP)
 
+# The grader's sandbox (bubblewrap). Installed with apt when possible; without it grading still works, unsandboxed.
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || true; \
+	  fi; \
+	  command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap is not installed: the grader will run submissions unsandboxed"; }
+
 book: env
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
 
-test: env
+test: env sandbox
 	$(BIN)/python -m pytest -n $(JOBS) tests
 	$(MAKE) --no-print-directory test-book test-solutions
 
@@ -60,7 +68,7 @@ exercises: env
 	done
 	@rm -f gradebook.db
 
-grade: env
+grade: env sandbox
 	@test -n "$(ASSIGNMENT)" -a -n "$(SUBMISSIONS)" || { echo "usage: make grade ASSIGNMENT=name SUBMISSIONS=folder"; exit 2; }
 	$(BIN)/course grade $(ASSIGNMENT) $(SUBMISSIONS) --jobs $(JOBS)
 

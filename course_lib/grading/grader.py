@@ -113,7 +113,7 @@ class StudentResult:
     @classmethod
     def from_json(cls, text: str) -> "StudentResult":
         data = json.loads(text)
-        data["cells"] = [CellResult(**c) for c in data.get("cells", [])]
+        data["cells"] = [asdict(CellResult(**c)) for c in data.get("cells", [])]  # validates the fields
         return cls(**data)
 
 

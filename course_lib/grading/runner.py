@@ -101,6 +101,19 @@ def main(job_path: str) -> None:
     output_cap = int(limits.get("output_chars", 20000))
     signal.signal(signal.SIGALRM, _alarm)
 
+    # Warm up before any student code: imports are slow on a busy machine and must not eat the cells' time.
+    import torch  # noqa: F401
+
+    spec = None
+    if job.get("spec"):
+        from course_lib.grading.probes import load_spec
+
+        spec = load_spec(job["spec"])
+    try:
+        import course_lib.checking  # noqa: F401
+    except ImportError:
+        pass
+
     ns = {"__name__": "__main__"}
     real_stdout, real_stderr = sys.stdout, sys.stderr
     for cell in job["cells"]:
@@ -123,12 +136,7 @@ def main(job_path: str) -> None:
             sys.stdout, sys.stderr = real_stdout, real_stderr
         emit({"event": "cell", "index": cell["index"], "status": status, "output": buf.getvalue(), "error": error})
 
-    if job.get("spec"):
-        from course_lib.grading.probes import load_spec
-
-        import torch
-
-        spec = load_spec(job["spec"])
+    if spec is not None:
         for gid, probe in spec.PROBES.items():
             result = {"event": "probe", "grade_id": gid, "ok": False, "outputs": {}, "error": ""}
             buf = CappedWriter(2000)

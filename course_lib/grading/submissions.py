@@ -34,6 +34,7 @@ ALWAYS_FORBIDDEN = [
     "open", "eval", "exec", "compile", "__import__", "importlib", "getattr", "setattr", "delattr", "globals",
     "locals", "vars", "__dict__", "__builtins__", "__subclasses__", "__globals__", "builtins", "os", "sys",
     "subprocess", "ctypes", "inspect", "gc", "signal", "socket", "shutil", "pathlib", "pickle", "marshal",
+    "_exit", "posix", "nt", "threading", "multiprocessing",
 ]
 
 
