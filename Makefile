@@ -10,6 +10,8 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
+# Two pytest workers on two cores: one thread each, or OpenMP oversubscription slows training cells many times.
+export OMP_NUM_THREADS := 1
 JOBS ?= 2
 ASSIGNMENTS := $(notdir $(wildcard solutions/ex*))
 

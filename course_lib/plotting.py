@@ -56,9 +56,10 @@ def heatmap(matrix, row_labels=None, col_labels=None, ax=None, title=None, annot
     if title:
         ax.set_title(title)
     if annotate and m.size <= 400:
-        hi = m.max() if vmax is None else vmax
         for i in range(m.shape[0]):
             for j in range(m.shape[1]):
+                r, g, b, _ = im.cmap(im.norm(m[i, j]))  # dark text on light cells, whatever the colour map
+                light = 0.299 * r + 0.587 * g + 0.114 * b > 0.5
                 ax.text(j, i, fmt.format(m[i, j]), ha="center", va="center", fontsize=8,
-                        color="black" if m[i, j] > 0.6 * hi else "white")
+                        color="black" if light else "white")
     return ax
