@@ -60,9 +60,9 @@ test-book: env
 test-solutions: env
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --nbval-lax --nbval-current-env solutions
 
+# nbgrader's lab extensions (the Validate button among them) are installed and enabled with the package.
 lab: env
-	$(BIN)/jupyter labextension enable --level=sys_prefix nbgrader:validate-assignment >/dev/null 2>&1 || true
-	$(BIN)/jupyter lab --notebook-dir=exercises
+	$(BIN)/jupyter lab --ServerApp.root_dir=exercises
 
 exercises: env
 	@for a in $(ASSIGNMENTS); do \

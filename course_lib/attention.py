@@ -208,6 +208,7 @@ class MultiHeadAttention(nn.Module):
             raise ValueError("MultiHeadAttention.from_torch: kdim/vdim different from embed_dim are not supported")
         bias = mha.in_proj_bias is not None
         ours = cls(mha.embed_dim, mha.num_heads, bias=bias)
+        ours.to(dtype=mha.in_proj_weight.dtype, device=mha.in_proj_weight.device)  # no silent rounding
         ours.load_torch_weights(mha)
         return ours
 

@@ -158,6 +158,14 @@ def test_mha_with_4d_mask_converted_for_torch():
     torch.testing.assert_close(ours(x, mask=mask), ref)
 
 
+def test_from_torch_keeps_dtype():
+    mha = torch.nn.MultiheadAttention(8, 2, batch_first=True, dtype=torch.float64)
+    ours = MultiHeadAttention.from_torch(mha)
+    assert ours.q_proj.weight.dtype == torch.float64
+    x = _rand(1, 3, 8)
+    torch.testing.assert_close(ours(x), mha(x, x, x)[0])
+
+
 def test_mha_rejects_wrong_width():
     mha = MultiHeadAttention(8, 2)
     with pytest.raises(ValueError, match=r"expected query of shape \(B, L, 8\), received \(2, 3, 6\)"):
