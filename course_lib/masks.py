@@ -147,3 +147,65 @@ def from_additive_mask(additive: torch.Tensor) -> torch.Tensor:
     exactly; a soft bias (ALiBi, for instance) is not a mask.
     """
     return additive > torch.finfo(additive.dtype).min / 2
+
+
+# --- Masks for an encoder-decoder (chapter 07) ---------------------------------------------------
+
+from typing import NamedTuple  # noqa: E402  (kept next to the code that uses it)
+
+
+class Seq2SeqMasks(NamedTuple):
+    """The three masks of an encoder-decoder, in the course convention (True = may attend).
+
+    Fields:
+        src: encoder self-attention, ``(B, 1, 1, S)``: source padding only.
+        tgt: decoder self-attention, ``(B, 1, T, T)``: target padding AND causal.
+        cross: decoder cross-attention, ``(B, 1, 1, S)``: source padding only
+            (every target query may read every real source token).
+    """
+
+    src: torch.Tensor
+    tgt: torch.Tensor
+    cross: torch.Tensor
+
+
+def seq2seq_masks(src_ids: torch.Tensor, tgt_ids: torch.Tensor, pad_id: int,
+                  tgt_pad_id: int | None = None) -> Seq2SeqMasks:
+    """Build the encoder, decoder self-attention and cross-attention masks for a padded batch.
+
+    Args:
+        src_ids: source token ids ``(B, S)``, padded with ``pad_id`` (on either side).
+        tgt_ids: decoder input ids ``(B, T)`` (BOS + target, teacher forcing), padded.
+        pad_id: the padding id of the source (and of the target unless ``tgt_pad_id`` is given).
+        tgt_pad_id: the padding id of the target, if it differs.
+
+    Shape:
+        returns ``Seq2SeqMasks(src (B, 1, 1, S), tgt (B, 1, T, T), cross (B, 1, 1, S))``;
+        it unpacks like a tuple: ``src_mask, tgt_mask, cross_mask = seq2seq_masks(...)``.
+
+    A query at a padding position of the target may find no key at all (left padding:
+    its causal window holds only pads). Its row is all False; the course's attention
+    returns zeros there instead of NaN, and the loss ignores those positions.
+
+    Equivalent to::
+
+        src_mask = padding_mask(src_ids, pad_id)                                  # (B, 1, 1, S)
+        tgt_mask = padding_mask(tgt_ids, pad_id) & causal_mask(T)                 # (B, 1, T, T)
+        cross_mask = src_mask                                                     # (B, 1, 1, S)
+    """
+    for name, ids in (("src_ids", src_ids), ("tgt_ids", tgt_ids)):
+        if ids.dim() != 2:
+            raise ValueError(f"seq2seq_masks: expected {name} of shape (B, L), received shape {tuple(ids.shape)}")
+    if src_ids.shape[0] != tgt_ids.shape[0]:
+        raise ValueError(
+            f"seq2seq_masks: src_ids {tuple(src_ids.shape)} and tgt_ids {tuple(tgt_ids.shape)} "
+            f"must have the same batch size B"
+        )
+    tgt_pad_id = pad_id if tgt_pad_id is None else tgt_pad_id
+    T = tgt_ids.shape[1]
+    src_mask = padding_mask(src_ids, pad_id)  # (B, 1, 1, S)
+    tgt_mask = combine_masks(padding_mask(tgt_ids, tgt_pad_id), causal_mask(T, device=tgt_ids.device))  # (B, 1, T, T)
+    return Seq2SeqMasks(src=src_mask, tgt=tgt_mask, cross=src_mask)
+
+
+__all__ += ["Seq2SeqMasks", "seq2seq_masks"]
