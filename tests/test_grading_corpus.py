@@ -66,6 +66,10 @@ def test_corpus_scores_messages_and_isolation(tmp_path):
                             f"problems {res['problems']}")
     assert not failures, "\n".join(failures)
 
+    # nothing a submission started outlives its run
+    left = subprocess.run(["pgrep", "-f", "course_lib.grading.runner"], capture_output=True, text=True).stdout
+    assert not left.strip(), f"processes left behind by submissions: {left}"
+
     # the grader's own files were never reachable or writable from a submission
     if sandboxed:
         reader = html.unescape((out / "feedback" / "reader.html").read_text(encoding="utf-8"))

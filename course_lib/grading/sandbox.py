@@ -164,7 +164,7 @@ def run_untrusted(cells: list[dict], spec_path: Path | None, limits: Limits, san
                 proc.wait(timeout=limits.notebook_seconds)
             except subprocess.TimeoutExpired:
                 outcome.killed = f"the notebook ran longer than {limits.notebook_seconds} s in total and was stopped"
-                _kill_group(proc)
+            _kill_group(proc)  # whatever the notebook left running in its process group dies with it
             # a process that escaped the group may still hold the pipes open: do not wait for it forever
             for t in threads:
                 t.join(timeout=10)

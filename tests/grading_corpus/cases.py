@@ -80,6 +80,9 @@ def cases(paths: dict) -> list[Case]:
              note="os._exit in an added cell (not run: the answers are still graded)"),
         Case("crash", 0.0, "ended before", extra_cells=["import faulthandler\nfaulthandler._sigsegv()"],
              note="the process crashes (segmentation fault)"),
+        Case("forker", MAX, "", extra_cells=["import pty, time\npid, fd = pty.fork()\nif pid == 0:\n"
+                                            "    while True:\n        time.sleep(1)"],
+             note="leaves a process running after the notebook ends (answers correct)"),
         Case("hider", 0.0, "expected shape", answers={"answer_attention": "def attention(q, k, v, mask=None):\n"
                                         "    return torch.zeros(1)\n"},
              extra_cells=["get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)"],
