@@ -57,7 +57,7 @@ def _grade(args) -> int:
 def _validate(args) -> int:
     from course_lib.grading import notebooks as nbk
     from course_lib.grading.sandbox import Limits, run_untrusted
-    from course_lib.grading.submissions import ALWAYS_FORBIDDEN, Submission, forbidden_uses, _read_notebook
+    from course_lib.grading.submissions import ALWAYS_FORBIDDEN, _read_notebook, belongs, forbidden_uses, graded_ids
 
     path = Path(args.notebook)
     if not path.is_file():
@@ -70,11 +70,12 @@ def _validate(args) -> int:
         return 2
     root = Path(args.course_root) if args.course_root else _find_course_root(path.parent)
     ids = {nbk.grade_id(c) for c in nb.cells if nbk.grade_id(c)}
-    assignment = None
+    mine = graded_ids(nb)
+    assignment, best = None, (0, False)
     for release in sorted((root / "exercises").glob("ex*/ex*.ipynb")):
-        if ids & {nbk.grade_id(c) for c in nbk.read(release).cells if nbk.grade_id(c)} and \
-                (release.stem == path.stem or assignment is None):
-            assignment = release.stem
+        score = (len(mine & graded_ids(nbk.read(release))), release.stem == path.stem)
+        if score[0] and score > best and belongs(nb, nbk.read(release)):
+            assignment, best = release.stem, score
     if assignment is None:
         print(f"course validate: {path.name} is not one of the course's exercises (no known cells in it)",
               file=sys.stderr)

@@ -21,7 +21,7 @@ from course_lib.grading.notebooks import (
     grade_id, is_locked_cell, is_solution_cell, is_test_cell, nbgrader_meta, remove_hidden_tests,
 )
 
-__all__ = ["Submission", "discover", "locate_notebook", "restore_notebook", "forbidden_uses", "ALWAYS_FORBIDDEN"]
+__all__ = ["Submission", "discover", "locate_notebook", "belongs", "restore_notebook", "forbidden_uses", "ALWAYS_FORBIDDEN"]
 
 MAX_ZIP_BYTES = 50 * 2**20  # uncompressed size a zip may unpack to
 MAX_NOTEBOOK_BYTES = 20 * 2**20
@@ -126,6 +126,18 @@ def _candidates(root: Path) -> list[Path]:
     return found
 
 
+def graded_ids(nb) -> set[str]:
+    """Grade ids of a notebook's answer and graded cells: what identifies an exercise's notebook."""
+    return {grade_id(c) for c in nb.cells
+            if grade_id(c) and (nbgrader_meta(c).get("solution") or nbgrader_meta(c).get("grade"))}
+
+
+def belongs(nb, source_nb) -> bool:
+    """Most of the notebook's answer and test cells are this assignment's (a few names may recur elsewhere)."""
+    mine, theirs = graded_ids(nb), graded_ids(source_nb)
+    return bool(mine & theirs) and 2 * len(mine & theirs) >= len(mine)
+
+
 def _read_notebook(path: Path, problems: list):
     if path.stat().st_size > MAX_NOTEBOOK_BYTES:
         problems.append(f"{path.name} is larger than {MAX_NOTEBOOK_BYTES // 2**20} MB and was not read")
@@ -161,7 +173,6 @@ def locate_notebook(sub: Submission, assignment: str, source_nb, work: Path):
         sub.problems.append("no notebook (.ipynb) found in the submission")
         return None
     exact = [p for p in found if p.name == expected]
-    source_ids = {grade_id(c) for c in source_nb.cells if grade_id(c)}
     chosen, nb = None, None
     for path in exact + [p for p in found if p not in exact]:
         probs = []
@@ -170,8 +181,7 @@ def locate_notebook(sub: Submission, assignment: str, source_nb, work: Path):
             if path in exact:
                 sub.problems.extend(probs)
             continue
-        ids = {grade_id(c) for c in candidate.cells if grade_id(c)}
-        if ids & source_ids:
+        if belongs(candidate, source_nb):
             chosen, nb = path, candidate
             break
         if path in exact or len(found) == 1:

@@ -167,14 +167,10 @@ def build(folder: Path, course_root: Path, paths: dict, only: list[str] | None =
             entry.mkdir(parents=True)
             (entry / NB).write_text('{"cells": [{"cell_type": "code", "source": "import torch"', encoding="utf-8")
             continue
-        if case.kind == "foreign":
+        if case.kind == "foreign":  # exercise 01's notebook, handed in under exercise 02's name
             entry.mkdir(parents=True)
-            nb = read(course_root / "exercises" / ASSIGNMENT / NB)
-            for c in nb.cells:
-                meta = c.get("metadata", {}).get("nbgrader")
-                if meta:
-                    meta["grade_id"] = "ex99_" + meta["grade_id"]
-            write(nb, entry / NB)
+            other = "ex01_tokens_embeddings"
+            write(read(course_root / "exercises" / other / f"{other}.ipynb"), entry / NB)
             continue
         nb = _student_notebook(case, source, release)
         if case.kind == "zip":
