@@ -1,4 +1,4 @@
-"""Small generated sequence-to-sequence tasks, a character vocabulary and padded batches.
+"""Small generated sequence-to-sequence tasks and their padded batches.
 
 Used from chapter 07 (masks) on, wherever a model must be trained in seconds on a CPU.
 The tasks follow the encoder-decoder setting of Vaswani et al., "Attention Is All You
@@ -19,8 +19,10 @@ Tasks (each example is a dict ``{"src": str, "tgt": str}``):
 :func:`make_dataset` returns a ``datasets.Dataset`` (built in memory, nothing is
 downloaded); the other functions work on plain lists too.
 
-Vocabulary: :class:`CharVocab`, one id per character, with the special ids
-``PAD_ID = 0``, ``BOS_ID = 1``, ``EOS_ID = 2``, ``UNK_ID = 3``.
+Tokens: ``course_lib.tokenization.CharTokenizer`` (one id per character, built from the
+examples with ``CharTokenizer.from_examples``), whose special ids ``PAD_ID = 0``,
+``BOS_ID = 1``, ``EOS_ID = 2``, ``UNK_ID = 3`` and padding (``pad_batch``) live in
+``course_lib.tokenization`` too; this module only generates tasks and batches them.
 
 Batches (:func:`make_batch`): for teacher forcing the decoder reads ``BOS + target``
 and is trained to predict ``target + EOS``::
@@ -34,87 +36,20 @@ from __future__ import annotations
 import datetime
 import random
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
 
+from course_lib.tokenization import pad_batch
+
+if TYPE_CHECKING:
+    from course_lib.tokenization import CharTokenizer
+
 __all__ = [
-    "PAD", "BOS", "EOS", "UNK", "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID", "SPECIALS",
-    "CharVocab",
     "copy_examples", "reverse_examples", "sort_examples", "date_examples", "capitals_examples",
     "CAPITALS", "CAPITAL_TEMPLATES", "DATE_FORMATS", "TASKS", "make_examples", "make_dataset",
-    "pad_sequences", "Seq2SeqBatch", "make_batch", "iterate_batches",
+    "Seq2SeqBatch", "make_batch", "iterate_batches",
 ]
-
-PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
-PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-SPECIALS = (PAD, BOS, EOS, UNK)
-
-
-# --- Vocabulary ----------------------------------------------------------------------------------
-
-class CharVocab:
-    """One id per character, after the four special tokens ``<pad> <bos> <eos> <unk>``.
-
-    Args:
-        chars: the characters to include (duplicates are dropped; ids follow sorted order,
-            so the same characters always give the same ids).
-
-    Example::
-
-        vocab = CharVocab.from_texts(["中国的首都是哪里?", "北京"])
-        vocab.encode("北京", bos=True, eos=True)   # [1, id(北), id(京), 2]
-        vocab.decode([1, 5, 6, 2, 0])               # "北京" (stops at <eos>)
-    """
-
-    def __init__(self, chars: Iterable[str]):
-        chars = sorted(set(chars))
-        for c in chars:
-            if len(c) != 1:
-                raise ValueError(f"CharVocab: expected single characters, received {c!r}")
-        self.itos: list[str] = list(SPECIALS) + chars
-        self.stoi: dict[str, int] = {s: i for i, s in enumerate(self.itos)}
-
-    @classmethod
-    def from_texts(cls, texts: Iterable[str]) -> "CharVocab":
-        """The vocabulary of every character that occurs in ``texts``."""
-        return cls(c for t in texts for c in t)
-
-    @classmethod
-    def from_examples(cls, examples: Iterable[dict]) -> "CharVocab":
-        """The vocabulary of the sources and targets of ``examples`` (dicts with "src" and "tgt")."""
-        return cls.from_texts(t for ex in examples for t in (ex["src"], ex["tgt"]))
-
-    def __len__(self) -> int:
-        return len(self.itos)
-
-    def __repr__(self) -> str:
-        shown = "".join(self.itos[len(SPECIALS):len(SPECIALS) + 40])
-        more = "..." if len(self) > len(SPECIALS) + 40 else ""
-        return f"CharVocab(V={len(self)}, specials={list(SPECIALS)}, chars={shown!r}{more})"
-
-    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        """Character ids of ``text`` (unknown characters become ``UNK_ID``), optionally framed by BOS/EOS."""
-        ids = [self.stoi.get(c, UNK_ID) for c in text]
-        return ([BOS_ID] if bos else []) + ids + ([EOS_ID] if eos else [])
-
-    def decode(self, ids: Iterable[int] | torch.Tensor, keep_special: bool = False) -> str:
-        """Text of ``ids``. By default stops at the first EOS and drops PAD and BOS."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.tolist()
-        out = []
-        for i in ids:
-            i = int(i)
-            if keep_special:
-                out.append(self.itos[i] if 0 <= i < len(self) else UNK)
-                continue
-            if i == EOS_ID:
-                break
-            if i in (PAD_ID, BOS_ID):
-                continue
-            out.append(self.itos[i] if 0 <= i < len(self) else UNK)
-        return "".join(out)
-
 
 # --- Generated tasks -----------------------------------------------------------------------------
 
@@ -291,33 +226,6 @@ def make_dataset(task: str, n: int | None = None, seed: int = 0, **kwargs):
 
 # --- Padded batches ------------------------------------------------------------------------------
 
-def pad_sequences(seqs: Sequence[Sequence[int]], pad_id: int = PAD_ID, side: str = "right",
-                  length: int | None = None) -> torch.Tensor:
-    """Stack id lists of different lengths into one ``(B, L)`` tensor, padding with ``pad_id``.
-
-    Args:
-        seqs: ``B`` lists of ids.
-        side: ``"right"`` (pads after the tokens, usual for encoders and training) or
-            ``"left"`` (pads before, usual for batched generation with a decoder-only model).
-        length: ``L``; default the longest sequence. Must be at least that long.
-    """
-    if side not in ("left", "right"):
-        raise ValueError(f"pad_sequences: expected side 'left' or 'right', received {side!r}")
-    longest = max((len(s) for s in seqs), default=0)
-    L = longest if length is None else length
-    if L < longest:
-        raise ValueError(f"pad_sequences: length={L} is shorter than the longest sequence ({longest})")
-    out = torch.full((len(seqs), L), pad_id, dtype=torch.long)
-    for b, s in enumerate(seqs):
-        if len(s):
-            row = torch.as_tensor(list(s), dtype=torch.long)
-            if side == "right":
-                out[b, :len(s)] = row
-            else:
-                out[b, L - len(s):] = row
-    return out  # (B, L)
-
-
 @dataclass(frozen=True)
 class Seq2SeqBatch:
     """A padded batch for teacher forcing.
@@ -327,6 +235,8 @@ class Seq2SeqBatch:
         tgt_in: decoder input, BOS + target, ``(B, T)``.
         tgt_out: labels, target + EOS, ``(B, T)``; ``PAD_ID`` where padded (ignored by the loss).
         src_text, tgt_text: the strings, for printing.
+
+    The id tensors are padded with ``course_lib.tokenization.PAD_ID``.
     """
 
     src: torch.Tensor
@@ -336,16 +246,20 @@ class Seq2SeqBatch:
     tgt_text: tuple[str, ...]
 
 
-def make_batch(examples, vocab: CharVocab, src_side: str = "right", tgt_side: str = "right",
+def make_batch(examples, tokenizer: CharTokenizer, src_side: str = "right", tgt_side: str = "right",
                src_eos: bool = False) -> Seq2SeqBatch:
     """Encode and pad examples into a :class:`Seq2SeqBatch`.
 
     Args:
         examples: a list of ``{"src", "tgt"}`` dicts, or a ``datasets`` column dict
             ``{"src": [...], "tgt": [...]}`` (what ``dataset[i:j]`` returns).
-        vocab: the character vocabulary.
+        tokenizer: a ``course_lib.tokenization`` tokenizer (anything with
+            ``encode(text, add_bos=..., add_eos=...)``), usually ``CharTokenizer.from_examples(examples)``.
         src_side, tgt_side: where the pads go (``"right"`` or ``"left"``).
         src_eos: end each source with EOS.
+
+    Raises:
+        ValueError: no example, or a side that is not ``"left"``/``"right"`` (from ``pad_batch``).
 
     Shape:
         ``src (B, S)``, ``tgt_in (B, T)``, ``tgt_out (B, T)`` with ``T = longest target + 1``.
@@ -354,13 +268,13 @@ def make_batch(examples, vocab: CharVocab, src_side: str = "right", tgt_side: st
         srcs, tgts = list(examples["src"]), list(examples["tgt"])
     else:
         srcs, tgts = [e["src"] for e in examples], [e["tgt"] for e in examples]
-    src = pad_sequences([vocab.encode(s, eos=src_eos) for s in srcs], side=src_side)  # (B, S)
-    tgt_in = pad_sequences([vocab.encode(t, bos=True) for t in tgts], side=tgt_side)  # (B, T)
-    tgt_out = pad_sequences([vocab.encode(t, eos=True) for t in tgts], side=tgt_side)  # (B, T)
+    src = pad_batch([tokenizer.encode(s, add_eos=src_eos) for s in srcs], side=src_side)  # (B, S)
+    tgt_in = pad_batch([tokenizer.encode(t, add_bos=True) for t in tgts], side=tgt_side)  # (B, T)
+    tgt_out = pad_batch([tokenizer.encode(t, add_eos=True) for t in tgts], side=tgt_side)  # (B, T)
     return Seq2SeqBatch(src, tgt_in, tgt_out, tuple(srcs), tuple(tgts))
 
 
-def iterate_batches(dataset, vocab: CharVocab, batch_size: int, shuffle: bool = True, seed: int = 0,
+def iterate_batches(dataset, tokenizer: CharTokenizer, batch_size: int, shuffle: bool = True, seed: int = 0,
                     drop_last: bool = False, **batch_kwargs) -> Iterator[Seq2SeqBatch]:
     """One epoch of padded batches from a list of examples or a ``datasets.Dataset``.
 
@@ -378,4 +292,4 @@ def iterate_batches(dataset, vocab: CharVocab, batch_size: int, shuffle: bool = 
             chunk = [dataset[i] for i in idx]
         else:
             chunk = dataset[idx]  # datasets.Dataset: a column dict
-        yield make_batch(chunk, vocab, **batch_kwargs)
+        yield make_batch(chunk, tokenizer, **batch_kwargs)

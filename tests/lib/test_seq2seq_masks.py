@@ -47,8 +47,11 @@ def test_named_fields_and_other_target_pad_id():
 
 
 def test_bad_shapes_raise():
-    with pytest.raises(ValueError, match=r"src_ids of shape \(B, L\).*\(3,\)"):
+    # L is the number of layers only: a source has length S, a target length T
+    with pytest.raises(ValueError, match=r"src_ids of shape \(B, S\).*\(3,\)"):
         seq2seq_masks(torch.tensor([1, 2, 3]), torch.tensor([[1, 2]]), PAD)
+    with pytest.raises(ValueError, match=r"tgt_ids of shape \(B, T\).*\(2,\)"):
+        seq2seq_masks(torch.tensor([[1, 2, 3]]), torch.tensor([1, 2]), PAD)
     with pytest.raises(ValueError, match="same batch size"):
         seq2seq_masks(torch.tensor([[1, 2, 3]]), torch.tensor([[1, 2], [1, 2]]), PAD)
 

@@ -1,32 +1,47 @@
-"""course_lib.tasks: generated seq2seq tasks, the character vocabulary and padded batches."""
+"""course_lib.tasks: generated seq2seq tasks and padded batches (the tokenizer comes from course_lib.tokenization)."""
 import datetime
 import importlib.util
 
 import pytest
 import torch
 
+import course_lib.tasks as tasks
 from course_lib.tasks import (
-    BOS_ID, CAPITALS, EOS_ID, PAD_ID, UNK_ID, CharVocab, capitals_examples, copy_examples, date_examples,
-    make_batch, make_dataset, make_examples, iterate_batches, pad_sequences, reverse_examples, sort_examples,
+    CAPITALS, capitals_examples, copy_examples, date_examples,
+    make_batch, make_dataset, make_examples, iterate_batches, reverse_examples, sort_examples,
 )
 from course_lib.tasks import DATE_FORMATS, _format_date_builtin
+from course_lib.tokenization import BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharTokenizer, WordTokenizer, pad_batch
 
 
 def test_special_ids_and_round_trip():
-    vocab = CharVocab.from_texts(["中国的首都是哪里?", "北京"])
-    assert vocab.itos[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    """What tasks.CharVocab did, with the one character tokenizer (add_bos/add_eos, stop_at_eos, skip_special)."""
+    vocab = CharTokenizer.from_texts(["中国的首都是哪里?", "北京"])
+    assert vocab.vocab[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
     assert (PAD_ID, BOS_ID, EOS_ID, UNK_ID) == (0, 1, 2, 3)
-    ids = vocab.encode("北京", bos=True, eos=True)
+    ids = vocab.encode("北京", add_bos=True, add_eos=True)
     assert ids[0] == BOS_ID and ids[-1] == EOS_ID and len(ids) == 4
-    assert vocab.decode(ids + [PAD_ID, PAD_ID]) == "北京"
-    assert vocab.decode(torch.tensor(ids)) == "北京"
-    assert vocab.decode([vocab.stoi["北"], EOS_ID, vocab.stoi["京"]]) == "北"  # stops at EOS
+    assert vocab.decode(ids + [PAD_ID, PAD_ID], stop_at_eos=True) == "北京"
+    assert vocab.decode(torch.tensor(ids), stop_at_eos=True) == "北京"
+    assert vocab.decode([vocab.stoi["北"], EOS_ID, vocab.stoi["京"]], stop_at_eos=True) == "北"  # stops at EOS
     assert vocab.encode("上海") == [UNK_ID, UNK_ID]
-    assert vocab.decode(ids, keep_special=True) == "<bos>北京<eos>"
+    assert vocab.decode(ids, skip_special=False) == "<bos>北京<eos>"
     # ids do not depend on the order the characters were seen in
-    assert CharVocab.from_texts(["北京", "中国的首都是哪里?"]).itos == vocab.itos
+    assert CharTokenizer.from_texts(["北京", "中国的首都是哪里?"]).vocab == vocab.vocab
     with pytest.raises(ValueError, match="single characters"):
-        CharVocab(["ab"])
+        CharTokenizer(["ab"])
+
+
+def test_tasks_keeps_only_tasks_and_batching():
+    """One name per concept: the tokenizer, the special ids and the padding live in course_lib.tokenization."""
+    for gone in ("CharVocab", "pad_sequences", "SPECIALS", "PAD", "BOS", "EOS", "UNK",
+                 "PAD_ID", "BOS_ID", "EOS_ID", "UNK_ID"):
+        assert not hasattr(tasks, gone), gone
+    assert set(tasks.__all__) == {
+        "copy_examples", "reverse_examples", "sort_examples", "date_examples", "capitals_examples",
+        "CAPITALS", "CAPITAL_TEMPLATES", "DATE_FORMATS", "TASKS", "make_examples", "make_dataset",
+        "Seq2SeqBatch", "make_batch", "iterate_batches",
+    }
 
 
 @pytest.mark.parametrize("make, rule", [
@@ -76,21 +91,22 @@ def test_capitals_contains_the_source_example():
     assert {"src": "What is the capital of China?", "tgt": "Beijing"} in capitals_examples(english=True)
 
 
-def test_pad_sequences_left_and_right():
+def test_pad_batch_replaces_pad_sequences():
+    """tasks.pad_sequences is now tokenization.pad_batch (same arguments: pad_id, side, length)."""
     seqs = [[5, 6, 7], [8], []]
-    right = pad_sequences(seqs)
-    left = pad_sequences(seqs, side="left", length=4)
+    right = pad_batch(seqs)
+    left = pad_batch(seqs, side="left", length=4)
     assert torch.equal(right, torch.tensor([[5, 6, 7], [8, 0, 0], [0, 0, 0]]))
     assert torch.equal(left, torch.tensor([[0, 5, 6, 7], [0, 0, 0, 8], [0, 0, 0, 0]]))
     with pytest.raises(ValueError, match="shorter"):
-        pad_sequences(seqs, length=2)
+        pad_batch(seqs, length=2)
     with pytest.raises(ValueError, match="side"):
-        pad_sequences(seqs, side="middle")
+        pad_batch(seqs, side="middle")
 
 
 def test_make_batch_teacher_forcing_layout():
     examples = [{"src": "abc", "tgt": "cba"}, {"src": "d", "tgt": "d"}]
-    vocab = CharVocab.from_examples(examples)
+    vocab = CharTokenizer.from_examples(examples)
     batch = make_batch(examples, vocab)
     a, b, c, d = (vocab.stoi[x] for x in "abcd")
     assert torch.equal(batch.src, torch.tensor([[a, b, c], [d, PAD_ID, PAD_ID]]))
@@ -102,6 +118,10 @@ def test_make_batch_teacher_forcing_layout():
     assert torch.equal(left.src[1], torch.tensor([PAD_ID, PAD_ID, d, EOS_ID]))
     assert torch.equal(left.tgt_in[1], torch.tensor([PAD_ID, PAD_ID, BOS_ID, d]))
     assert batch.src_text == ("abc", "d") and batch.tgt_text == ("cba", "d")
+    # any course tokenizer works, a word tokenizer too
+    words = [{"src": "北京是首都。", "tgt": "北京"}]
+    wb = make_batch(words, WordTokenizer.from_texts(["北京是首都。"]))
+    assert wb.src.shape == (1, 6) and wb.tgt_in.shape == wb.tgt_out.shape == (1, 3)
 
 
 def test_datasets_offline_and_batches(tmp_path, monkeypatch):
@@ -113,7 +133,7 @@ def test_datasets_offline_and_batches(tmp_path, monkeypatch):
     split = ds.train_test_split(test_size=0.2, seed=0)
     assert len(split["train"]) == 40 and len(split["test"]) == 10
     assert make_dataset("capitals")[0] == capitals_examples()[0]
-    vocab = CharVocab.from_examples(ds)
+    vocab = CharTokenizer.from_examples(ds)
     batches = list(iterate_batches(ds, vocab, batch_size=16, seed=1))
     assert [b.src.shape[0] for b in batches] == [16, 16, 16, 2]
     assert sorted(t for b in batches for t in b.src_text) == sorted(ds["src"])
