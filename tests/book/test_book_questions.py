@@ -1,10 +1,11 @@
 """Every question a chapter owns has a section whose heading names it, with executed evidence in it."""
 import re
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from conftest import ROOT
+ROOT = Path(__file__).resolve().parents[2]
 
 # chapter -> the source's questions it answers (the course outline's chapter plan)
 QUESTIONS = {
