@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from course_lib.attention import scaled_dot_product_attention
+from course_lib.attention import check_qkv, masked_softmax, scaled_dot_product_attention
 from course_lib.masks import causal_mask
 
 __all__ = [
@@ -43,10 +43,6 @@ __all__ = [
 ]
 
 
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
-
-
 def _check_window(fn: str, window: int) -> None:
     if isinstance(window, bool) or not isinstance(window, int) or window < 0:
         raise ValueError(f"{fn}: expected an integer window >= 0, received {window!r}")
@@ -54,32 +50,17 @@ def _check_window(fn: str, window: int) -> None:
 
 def _check_qkv(fn: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = True,
                same_length: bool = False) -> None:
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.dim() < 2:
-            raise ValueError(f"{fn}: expected {name} of shape (..., L, D) with at least 2 dims, received {_shape(t)}")
-    if q.shape[-1] != k.shape[-1]:
-        raise ValueError(
-            f"{fn}: q and k must have the same last dim Dh; received q {_shape(q)} and k {_shape(k)}"
-        )
-    if k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"{fn}: k and v must have the same number of keys S; received k {_shape(k)} and v {_shape(v)}"
-        )
+    """The core's checks (:func:`course_lib.attention.check_qkv`), plus the lengths these variants need."""
+    check_qkv(q, k, v, fn=fn)
     if causal and k.shape[-2] < q.shape[-2]:
         raise ValueError(
             f"{fn}: expected S >= T (the keys include the queries' own positions); "
-            f"received q {_shape(q)} (T={q.shape[-2]}) and k {_shape(k)} (S={k.shape[-2]})"
+            f"received q {tuple(q.shape)} (T={q.shape[-2]}) and k {tuple(k.shape)} (S={k.shape[-2]})"
         )
     if same_length and k.shape[-2] != q.shape[-2]:
         raise ValueError(
-            f"{fn}: expected as many keys as queries (S == T); received q {_shape(q)} and k {_shape(k)}"
+            f"{fn}: expected as many keys as queries (S == T); received q {tuple(q.shape)} and k {tuple(k.shape)}"
         )
-    try:
-        torch.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            f"{fn}: batch dimensions do not broadcast: q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
-        ) from None
 
 
 # --- Sliding-window (local) attention --------------------------------------------------------------
@@ -174,7 +155,7 @@ def blocked_sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.
     Shape:
         output ``(..., T, Dv)``.
 
-    Equals :func:`sliding_window_attention` up to rounding (tested in ``tests/test_efficient.py``).
+    Equals :func:`sliding_window_attention` up to rounding (tested in ``tests/lib/test_efficient.py``).
     """
     fn = "blocked_sliding_window_attention"
     _check_qkv(fn, q, k, v, same_length=True)
@@ -207,8 +188,7 @@ def blocked_sliding_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.
     real = (key_pos >= 0) & (key_pos < T)  # (nb, c)
     mask = band[None, :, :] & real[:, None, :]  # (nb, b, c)
     scores = (q_blk @ k_chunks) / math.sqrt(Dh)  # (..., nb, b, c)
-    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1) * mask  # (..., nb, b, c); every query sees itself
+    weights = masked_softmax(scores, mask)  # (..., nb, b, c); the course's one masked softmax
     out = weights @ v_chunks  # (..., nb, b, Dv)
     return out.flatten(-3, -2)[..., :T, :]  # (..., T, Dv)
 

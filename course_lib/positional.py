@@ -17,6 +17,12 @@ token sits:
 * **ALiBi**: add ``-slope_h * |i - j|`` to the attention scores of head ``h``;
   no position vectors at all. Press et al., "Train Short, Test Long", 2022.
 
+With a padded batch, absolute positions must count from each row's first real token, or a
+left-padded sequence puts its tokens at other positions than the unpadded one:
+:func:`positions_from_mask` reads them from the attention mask (the absolute encodings and
+:func:`apply_rotary` also take explicit ``positions``). The relative encodings (RoPE, ALiBi)
+do not care: a shift of every position changes nothing.
+
 Dimension names: B batch, T queries, S keys, D model width, H heads, Dh head
 width. Queries are aligned to the lower right of the keys, like
 :func:`course_lib.masks.causal_mask`: query ``i`` of ``T`` sits at position
@@ -29,7 +35,7 @@ import math
 import torch
 from torch import nn
 
-from course_lib.attention import MultiHeadAttention, merge_heads, split_heads
+from course_lib.attention import MultiHeadAttention
 
 __all__ = [
     "sinusoidal_encoding",
@@ -41,13 +47,9 @@ __all__ = [
     "half_to_interleaved",
     "alibi_slopes",
     "alibi_bias",
-    "attention_with_bias",
+    "positions_from_mask",
     "PositionalMultiHeadAttention",
 ]
-
-
-def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(t.shape)
 
 
 def _check_even(D: int, what: str, name: str = "D") -> None:
@@ -126,14 +128,22 @@ class SinusoidalPositionalEncoding(nn.Module):
         _check_even(d_model, "SinusoidalPositionalEncoding", "d_model")
         self.d_model, self.base = d_model, base
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """Return ``x + PE[start : start + T]``; works for any length (nothing is stored)."""
+    def forward(self, x: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x + PE[start : start + T]``, or ``x + PE[positions]``; works for any length.
+
+        ``positions``: integer ``(T,)`` or ``(B, T)`` (left padding: see :func:`positions_from_mask`).
+        """
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
-                f"SinusoidalPositionalEncoding: expected x of shape (B, T, {self.d_model}), received {_shape(x)}"
+                f"SinusoidalPositionalEncoding: expected x of shape (B, T, {self.d_model}), received {tuple(x.shape)}"
             )
-        pe = sinusoidal_encoding(x.shape[1], self.d_model, start, self.base, x.dtype, x.device)  # (T, D)
-        return x + pe  # (B, T, D), pe broadcast over the batch
+        if positions is None:
+            pe = sinusoidal_encoding(x.shape[1], self.d_model, start, self.base, x.dtype, x.device)  # (T, D)
+            return x + pe  # (B, T, D), pe broadcast over the batch
+        positions = _check_positions("SinusoidalPositionalEncoding", positions, x.shape[0], x.shape[1], x.device)
+        n = int(positions.max()) + 1 if positions.numel() else 0
+        table = sinusoidal_encoding(n, self.d_model, 0, self.base, x.dtype, x.device)  # (n, D)
+        return x + table[positions]  # (B, T, D)
 
 
 # ---------------------------------------------------------------------------
@@ -162,19 +172,97 @@ class LearnedPositionalEmbedding(nn.Module):
         # (also nn.Embedding) and the sinusoids. What matters is the ratio: GPT-2 starts both at std 0.02.
         self.table = nn.Embedding(max_len, d_model)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int = 0, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x + table[start : start + T]``, or ``x + table[positions]`` (integer ``(T,)`` or ``(B, T)``)."""
         if x.dim() != 3 or x.shape[-1] != self.d_model:
             raise ValueError(
-                f"LearnedPositionalEmbedding: expected x of shape (B, T, {self.d_model}), received {_shape(x)}"
+                f"LearnedPositionalEmbedding: expected x of shape (B, T, {self.d_model}), received {tuple(x.shape)}"
             )
         T = x.shape[1]
+        if positions is not None:
+            positions = _check_positions("LearnedPositionalEmbedding", positions, x.shape[0], T, x.device)
+            if positions.numel() and int(positions.max()) >= self.max_len:
+                raise ValueError(f"LearnedPositionalEmbedding: position {int(positions.max())} does not fit the "
+                                 f"table of max_len={self.max_len} rows")
+            return x + self.table(positions)  # (B, T, D)
         if start < 0 or start + T > self.max_len:
             raise ValueError(
                 f"LearnedPositionalEmbedding: positions {start}..{start + T - 1} do not fit the table of "
-                f"max_len={self.max_len} rows (x of shape {_shape(x)}, start={start})"
+                f"max_len={self.max_len} rows (x of shape {tuple(x.shape)}, start={start})"
             )
         pos = torch.arange(start, start + T, device=x.device)  # (T,)
         return x + self.table(pos)  # (B, T, D)
+
+
+# ---------------------------------------------------------------------------
+# Positions that follow the padding
+# ---------------------------------------------------------------------------
+def _check_positions(who: str, positions: torch.Tensor, B: int, T: int, device) -> torch.Tensor:
+    """Positions ``(T,)`` or ``(B, T)`` (or ``(1, T)``), integer, non-negative; returned on ``device``."""
+    ok = positions.dim() in (1, 2) and positions.shape[-1] == T
+    ok = ok and (positions.dim() == 1 or positions.shape[0] in (1, B))
+    if not ok or positions.is_floating_point() or positions.dtype == torch.bool:
+        raise ValueError(f"{who}: expected integer positions of shape ({T},) or ({B}, {T}) (B, T), received "
+                         f"{tuple(positions.shape)} ({positions.dtype})")
+    if positions.numel() and int(positions.min()) < 0:
+        raise ValueError(f"{who}: expected positions >= 0, received {int(positions.min())}")
+    return positions.to(device=device, dtype=torch.long)
+
+
+def positions_from_mask(
+    mask: torch.Tensor | None,
+    S: int,
+    T: int | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Positions of the last ``T`` of ``S`` tokens, counted from each row's first real token.
+
+    A left-padded sequence ``[pad, pad, a, b, c]`` must put ``a`` at position 0, as the unpadded
+    ``[a, b, c]`` does; otherwise an absolute position table gives its real tokens other vectors
+    and other outputs. Which keys are real is read from the attention mask: key ``j`` is real when the
+    mask's *last query row* allows it (``mask[..., -1, j]``, any head), which for the course's masks is
+    the padding mask (``padding_mask``: ``(B, 1, 1, S)``; ``seq2seq_masks``' ``padding AND causal``,
+    whose last row is the padding row). Token ``i`` then sits at ``i - (number of pads before the
+    first real token)``; the leading pads get position 0. Right padding and no padding give
+    ``0 .. S-1`` unchanged. (transformers' GPT-2 makes ``position_ids`` from ``attention_mask`` the same
+    way, ``attention_mask.cumsum(-1) - 1``.)
+
+    Args:
+        mask: the attention mask (boolean, True = may attend), broadcastable to ``(B, H, T, S)``; None =
+            no padding.
+        S: number of tokens (keys), cached ones included.
+        T: how many of the last tokens to return positions for (the queries; default ``S``).
+        device: where to build the result (default: the mask's).
+
+    Shape:
+        returns ``(B, T)`` integer positions (``(1, T)`` when the mask has no batch dim or is None).
+
+    Raises:
+        ValueError: if the mask's last dim is neither ``S`` nor 1, or it has more than 4 dims.
+
+    Equivalent to::
+
+        real = mask[..., -1, :]                                   # (B, S) for a (B, 1, 1, S) mask
+        n_left_pads = (real.cumsum(-1) == 0).sum(-1)              # (B,)
+        positions = (torch.arange(S) - n_left_pads[:, None]).clamp(min=0)[:, S - T:]
+    """
+    T = S if T is None else T
+    if not 0 <= T <= S:
+        raise ValueError(f"positions_from_mask: expected 0 <= T <= S, received T={T}, S={S}")
+    if device is None and mask is not None:
+        device = mask.device
+    pos = torch.arange(S - T, S, device=device)[None, :]  # (1, T)
+    if mask is None:
+        return pos
+    if mask.dim() == 0 or mask.dim() > 4 or mask.shape[-1] not in (1, S):
+        raise ValueError(f"positions_from_mask: expected a mask broadcastable to (B, H, T, {S}), received "
+                         f"{tuple(mask.shape)}")
+    row = mask[..., -1, :] if mask.dim() >= 2 else mask  # (..., S): what the last query may see
+    while row.dim() < 3:
+        row = row.unsqueeze(0)  # (B, H, S)
+    real = row.any(dim=1).expand(-1, S).to(device)  # (B, S): True at real tokens
+    n_left_pads = (real.long().cumsum(dim=-1) == 0).sum(dim=-1)  # (B,)
+    return (pos - n_left_pads[:, None]).clamp(min=0)  # (B, T)
 
 
 # ---------------------------------------------------------------------------
@@ -187,22 +275,35 @@ def rotary_angles(
     base: float = 10000.0,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
+    positions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The rotation angles ``angle[pos, i] = pos * base^(-2i/Dh)`` of RoPE.
 
     The same frequencies as :func:`sinusoidal_encoding` (with ``D = Dh``): RoPE's
     ``cos`` and ``sin`` of these angles are exactly the sinusoidal table's columns.
+    Computed in float64, then cast to ``dtype``. Keep ``dtype`` float32 or wider: an angle of
+    ``1000`` rounded to bfloat16 is off by up to 2 radians (:func:`apply_rotary` never asks for less
+    than float32).
+
+    Args:
+        T: number of positions (``start .. start + T - 1``), ignored when ``positions`` is given.
+        Dh: head width, even.
+        positions: integer positions of any shape ``(...)`` instead of ``start .. start + T - 1``.
 
     Shape:
-        returns ``(T, Dh/2)``, one angle per position and per pair.
+        returns ``(T, Dh/2)``, one angle per position and per pair, or ``(..., Dh/2)`` for ``positions``.
     """
     _check_even(Dh, "rotary_angles", "Dh")
-    pos = torch.arange(start, start + T, dtype=torch.float64, device=device)[:, None]  # (T, 1)
-    freq = base ** (-torch.arange(0, Dh, 2, dtype=torch.float64, device=device) / Dh)  # (Dh/2,)
-    return (pos * freq).to(dtype)  # (T, Dh/2)
+    if positions is None:
+        pos = torch.arange(start, start + T, dtype=torch.float64, device=device)  # (T,)
+    else:
+        pos = positions.to(dtype=torch.float64, device=device)  # (...)
+    freq = base ** (-torch.arange(0, Dh, 2, dtype=torch.float64, device=pos.device) / Dh)  # (Dh/2,)
+    return (pos[..., None] * freq).to(dtype)  # (..., Dh/2)
 
 
-def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torch.Tensor:
+def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0,
+                 positions: torch.Tensor | None = None) -> torch.Tensor:
     r"""Rotate queries or keys by their position (RoPE), pairs interleaved as in RoFormer.
 
     Coordinates ``(x[2i], x[2i+1])`` form pair ``i``; at position ``pos`` the pair
@@ -221,6 +322,10 @@ def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torc
     ``W_q`` and ``W_k`` are learned, either layout gives an equally good model, but
     weights trained with one layout must be permuted before use with the other.
 
+    **Precision.** Angles, cosines, sines and the rotation are computed in float32 at least
+    (float64 for float64 input); only the result is cast back to ``x``'s dtype, so bfloat16 and
+    float16 inputs are off by their own rounding only (as transformers' LLaMA rotary embedding does).
+
     Apply it to queries and keys (never to values), per head, after
     :func:`course_lib.attention.split_heads`.
 
@@ -228,9 +333,15 @@ def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torc
         x: queries or keys ``(..., T, Dh)``, usually ``(B, H, T, Dh)``.
         start: position of the first row (``S - T`` for queries over a cache of ``S`` keys).
         base: wavelength scale (10000 in RoFormer and LLaMA).
+        positions: integer positions instead of ``start .. start + T - 1``: ``(T,)``, or ``(B, T)``
+            for ``x`` of shape ``(B, H, T, Dh)`` or ``(B, T, Dh)`` (one row of positions per sequence,
+            transformers' ``position_ids``).
 
     Shape:
-        returns the same shape as ``x``.
+        returns the same shape (and dtype) as ``x``.
+
+    Raises:
+        ValueError: for an odd ``Dh`` or positions whose shape does not fit ``x``.
 
     Equivalent to::
 
@@ -240,15 +351,25 @@ def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torc
                            x1 * a.sin() + x2 * a.cos()), -1).flatten(-2)
     """
     if x.dim() < 2:
-        raise ValueError(f"apply_rotary: expected x of shape (..., T, Dh), received {_shape(x)}")
+        raise ValueError(f"apply_rotary: expected x of shape (..., T, Dh), received {tuple(x.shape)}")
     T, Dh = x.shape[-2], x.shape[-1]
-    _check_even(Dh, f"apply_rotary (x of shape {_shape(x)})", "Dh")
-    angles = rotary_angles(T, Dh, start, base, dtype=x.dtype if x.is_floating_point() else torch.float32,
-                           device=x.device)  # (T, Dh/2)
-    cos, sin = angles.cos(), angles.sin()  # (T, Dh/2) each
-    x1, x2 = x[..., 0::2], x[..., 1::2]  # (..., T, Dh/2) each: first and second coordinate of every pair
+    _check_even(Dh, f"apply_rotary (x of shape {tuple(x.shape)})", "Dh")
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32  # never less than float32
+    if positions is not None:
+        per_row = positions.dim() == 2 and x.dim() in (3, 4) and positions.shape[0] in (1, x.shape[0])
+        ok = positions.dim() == 1 or per_row
+        if not ok or positions.shape[-1] != T or positions.is_floating_point():
+            raise ValueError(f"apply_rotary: expected integer positions of shape (T,) or (B, T) = ({T},) or "
+                             f"({x.shape[0]}, {T}) for x of shape {tuple(x.shape)}, received "
+                             f"{tuple(positions.shape)} ({positions.dtype})")
+    angles = rotary_angles(T, Dh, start, base, dtype=work, device=x.device, positions=positions)  # (T|B,T, Dh/2)
+    if positions is not None and positions.dim() == 2 and x.dim() == 4:
+        angles = angles[:, None]  # (B, 1, T, Dh/2): the same positions for every head
+    cos, sin = angles.cos(), angles.sin()  # (..., T, Dh/2) each
+    xw = x.to(work)
+    x1, x2 = xw[..., 0::2], xw[..., 1::2]  # (..., T, Dh/2) each: first and second coordinate of every pair
     rotated = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)  # (..., T, Dh/2, 2)
-    return rotated.flatten(-2)  # (..., T, Dh), pairs interleaved again
+    return rotated.flatten(-2).to(x.dtype)  # (..., T, Dh), pairs interleaved again
 
 
 def interleaved_to_half(x: torch.Tensor) -> torch.Tensor:
@@ -257,14 +378,14 @@ def interleaved_to_half(x: torch.Tensor) -> torch.Tensor:
     ``[x0, x1, x2, x3, ...] -> [x0, x2, ..., x1, x3, ...]``. Then
     ``llama_rope(interleaved_to_half(x)) == interleaved_to_half(apply_rotary(x))``.
     """
-    _check_even(x.shape[-1], f"interleaved_to_half (x of shape {_shape(x)})", "Dh")
+    _check_even(x.shape[-1], f"interleaved_to_half (x of shape {tuple(x.shape)})", "Dh")
     return torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)  # (..., Dh)
 
 
 def half_to_interleaved(x: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`interleaved_to_half`."""
     Dh = x.shape[-1]
-    _check_even(Dh, f"half_to_interleaved (x of shape {_shape(x)})", "Dh")
+    _check_even(Dh, f"half_to_interleaved (x of shape {tuple(x.shape)})", "Dh")
     first, second = x[..., : Dh // 2], x[..., Dh // 2:]  # (..., Dh/2) each
     return torch.stack((first, second), dim=-1).flatten(-2)  # (..., Dh)
 
@@ -328,99 +449,28 @@ def alibi_bias(
     return -slopes[:, None, None] * distance  # (H, T, S)
 
 
-def attention_with_bias(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    mask: torch.Tensor | None = None,
-    return_weights: bool = False,
-):
-    r"""``softmax(Q K^T / sqrt(Dh) + bias) V``, with the course's boolean mask on top.
-
-    :func:`course_lib.attention.scaled_dot_product_attention` takes boolean masks
-    only; a soft bias such as ALiBi's is not a mask, so it gets this function.
-    With ``bias=None`` it equals ``scaled_dot_product_attention(q, k, v, mask)``.
-
-    Args:
-        q: queries ``(..., T, Dh)``; k: keys ``(..., S, Dh)``; v: values ``(..., S, Dv)``.
-        bias: float, broadcastable to ``(..., T, S)``, added to the scaled scores.
-        mask: boolean, True = may attend, broadcastable to ``(..., T, S)``.
-        return_weights: also return the weights.
-
-    Shape:
-        output ``(..., T, Dv)``; weights ``(..., T, S)``.
-
-    Returns:
-        ``output``, or ``(output, weights)`` if ``return_weights``.
-
-    Equivalent to::
-
-        scores = q @ k.transpose(-2, -1) / math.sqrt(Dh) + bias
-        out = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ v
-    """
-    if q.dim() < 2 or k.dim() < 2 or v.dim() < 2 or q.shape[-1] != k.shape[-1] or k.shape[-2] != v.shape[-2]:
-        raise ValueError(
-            f"attention_with_bias: expected q (..., T, Dh), k (..., S, Dh), v (..., S, Dv); "
-            f"received q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
-        )
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, S)
-    if bias is not None:
-        if not bias.is_floating_point():
-            raise ValueError(f"attention_with_bias: expected a float bias, received dtype {bias.dtype}")
-        try:
-            ok = torch.broadcast_shapes(bias.shape, scores.shape) == scores.shape
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"attention_with_bias: bias of shape {_shape(bias)} does not broadcast to the scores' "
-                f"shape {_shape(scores)} (..., T, S)"
-            )
-        scores = scores + bias
-    if mask is not None:
-        if mask.dtype != torch.bool:
-            raise ValueError(
-                f"attention_with_bias: expected a boolean mask (True = may attend), received dtype {mask.dtype}"
-            )
-        try:
-            ok = torch.broadcast_shapes(mask.shape, scores.shape) == scores.shape
-        except RuntimeError:
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"attention_with_bias: mask of shape {_shape(mask)} does not broadcast to the scores' "
-                f"shape {_shape(scores)} (..., T, S)"
-            )
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)  # same fill as attention.py
-    weights = torch.softmax(scores, dim=-1)  # (..., T, S)
-    if mask is not None:
-        weights = weights * mask  # a fully masked row outputs zeros, not an average
-    out = weights @ v  # (..., T, Dv)
-    return (out, weights) if return_weights else out
-
-
 class PositionalMultiHeadAttention(MultiHeadAttention):
     """:class:`course_lib.attention.MultiHeadAttention` with rotary or ALiBi positions inside.
 
     Same parameters and projections as ``MultiHeadAttention`` (weights load the same
-    way); only the attention step changes:
+    way); only :meth:`attend`, the step where the heads attend, changes:
 
-    * ``position="rope"``: queries and keys are rotated per head by
-      :func:`apply_rotary` after the split into heads;
+    * ``position="rope"``: queries and keys are rotated per head by :func:`apply_rotary`;
     * ``position="alibi"``: :func:`alibi_bias` is added to the scores;
     * ``position="none"``: plain ``MultiHeadAttention`` (no positions at all).
 
     Keys sit at positions ``0 .. S-1`` and queries at ``S-T .. S-1`` (lower right,
-    like the causal mask), which is what self-attention with a cache needs. Relative
-    positions between two different sequences mean nothing, so use it for
-    self-attention.
+    like the causal mask), which is what self-attention with a cache needs (the cache holds
+    unrotated keys; they are rotated at their positions at every step). Both encodings are relative,
+    so a shift of every position (left padding, masked) changes nothing. Relative positions between
+    two different sequences mean nothing, so use it for self-attention.
 
     Args:
         d_model: model width ``D``; n_heads: ``H`` (``Dh = D / H`` must be even for RoPE).
         position: ``"rope"``, ``"alibi"`` or ``"none"``.
         bias: whether the projections have biases.
         rope_base: RoPE's wavelength scale.
+        n_kv_heads, dropout, fast: as in :class:`course_lib.attention.MultiHeadAttention`.
 
     Shape:
         query ``(B, T, D)``, key and value ``(B, S, D)``, mask broadcastable to
@@ -430,8 +480,9 @@ class PositionalMultiHeadAttention(MultiHeadAttention):
     POSITIONS = ("rope", "alibi", "none")
 
     def __init__(self, d_model: int, n_heads: int, position: str = "rope", bias: bool = True,
-                 rope_base: float = 10000.0):
-        super().__init__(d_model, n_heads, bias=bias)
+                 rope_base: float = 10000.0, n_kv_heads: int | None = None, dropout: float = 0.0,
+                 fast: bool = True):
+        super().__init__(d_model, n_heads, bias=bias, n_kv_heads=n_kv_heads, dropout=dropout, fast=fast)
         if position not in self.POSITIONS:
             raise ValueError(f"PositionalMultiHeadAttention: position must be one of {self.POSITIONS}, "
                              f"received {position!r}")
@@ -439,28 +490,20 @@ class PositionalMultiHeadAttention(MultiHeadAttention):
             _check_even(d_model // n_heads, "PositionalMultiHeadAttention (rope)", "Dh")
         self.position, self.rope_base = position, rope_base
 
-    def forward(self, query, key=None, value=None, mask=None, return_weights=False):
-        key = query if key is None else key
-        value = key if value is None else value
-        for name, t in (("query", query), ("key", key), ("value", value)):
-            if t.dim() != 3 or t.shape[-1] != self.d_model:
-                raise ValueError(
-                    f"PositionalMultiHeadAttention: expected {name} of shape (B, L, {self.d_model}), "
-                    f"received {_shape(t)}"
-                )
-        T, S = query.shape[1], key.shape[1]
+    def attend(self, q, k, v, mask=None, bias=None, return_weights=False):
+        """Rotate ``q`` and ``k`` (RoPE) or add the ALiBi bias, then attend as ``MultiHeadAttention`` does.
+
+        Shape:
+            q ``(B, H, T, Dh)``, k and v ``(B, H_kv, S, Dh)`` with ``S >= T``.
+        """
+        T, S = q.shape[-2], k.shape[-2]
         if S < T:
             raise ValueError(f"PositionalMultiHeadAttention: expected S >= T (queries are the last positions), "
-                             f"received query {_shape(query)} and key {_shape(key)}")
-        q = split_heads(self.q_proj(query), self.n_heads)  # (B, H, T, Dh)
-        k = split_heads(self.k_proj(key), self.n_heads)  # (B, H, S, Dh)
-        v = split_heads(self.v_proj(value), self.n_heads)  # (B, H, S, Dh)
-        bias = None
+                             f"received q {tuple(q.shape)} and k {tuple(k.shape)}")
         if self.position == "rope":
             q = apply_rotary(q, start=S - T, base=self.rope_base)  # (B, H, T, Dh)
-            k = apply_rotary(k, start=0, base=self.rope_base)  # (B, H, S, Dh)
+            k = apply_rotary(k, start=0, base=self.rope_base)  # (B, H_kv, S, Dh)
         elif self.position == "alibi":
-            bias = alibi_bias(self.n_heads, T, S, dtype=q.dtype, device=q.device)  # (H, T, S)
-        out, weights = attention_with_bias(q, k, v, bias=bias, mask=mask, return_weights=True)
-        out = self.out_proj(merge_heads(out))  # (B, T, D)
-        return (out, weights) if return_weights else out
+            alibi = alibi_bias(self.n_heads, T, S, dtype=q.dtype, device=q.device)  # (H, T, S)
+            bias = alibi if bias is None else bias + alibi
+        return super().attend(q, k, v, mask=mask, bias=bias, return_weights=return_weights)

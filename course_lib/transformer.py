@@ -14,10 +14,14 @@ Read top to bottom:
 * :class:`Encoder`, :class:`Decoder`: stacks of ``L`` blocks.
 * :class:`Transformer`: token embeddings (times ``sqrt(D)``), positions (the sinusoidal table of
   :func:`course_lib.positional.sinusoidal_encoding`, or a learned table), the two stacks and the output
-  projection to ``V`` logits.
+  projection to ``V`` logits. ``decode`` takes a :class:`course_lib.kv_cache.KVCache` for incremental
+  decoding.
 
-Where the layer norm goes (``TransformerConfig.norm_first``)
--------------------------------------------------------------
+Blocks and stacks take their own sizes (``EncoderBlock(d_model, n_heads, d_ff, ...)``); ``from_config(cfg)``
+builds them from a :class:`TransformerConfig`.
+
+Where the layer norm goes (``norm_first``)
+------------------------------------------
 *Post-norm* (``norm_first=False``, the paper): ``x = LayerNorm(x + sublayer(x))``. The norm sits on the
 residual path itself, so every block's output has unit scale, but the gradient must pass through ``L``
 layer norms on its way down; deep post-norm stacks need a learning-rate warm-up to train.
@@ -25,27 +29,40 @@ layer norms on its way down; deep post-norm stacks need a learning-rate warm-up 
 *Pre-norm* (``norm_first=True``, GPT-2 and most later models): ``x = x + sublayer(LayerNorm(x))``. The
 residual path is a clean sum from the embeddings to the top, so gradients reach the bottom unchanged and
 deep stacks train without warm-up (Xiong et al., 2020). Because nothing normalises that sum, the stack
-ends with one extra LayerNorm (:class:`Encoder` and :class:`Decoder` add it only when ``norm_first``).
+ends with one extra LayerNorm (:class:`Encoder` and :class:`Decoder` add it by default only when
+``norm_first``).
 
 Masks follow :mod:`course_lib.masks` (boolean, True = may attend) and are always explicit arguments:
 nothing here builds a causal mask for you, and nothing depends on ``self.training`` except dropout.
 
+Positions follow the padding: when a mask is given, each row's positions count from its first real token
+(:func:`course_lib.positional.positions_from_mask`), so a left-padded sequence gives the same outputs at
+its real tokens as the unpadded one; an explicit ``positions`` argument overrides.
+
 Compared with ``torch.nn``: :class:`EncoderBlock` and :class:`DecoderBlock` compute exactly what
-``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` (``batch_first=True``) compute, and
-``load_torch_weights`` copies their weights. ``nn.Transformer`` always ends its encoder and decoder with a
-LayerNorm, even in post-norm mode, where the paper has none; our stacks have it only for pre-norm.
+``nn.TransformerEncoderLayer`` / ``nn.TransformerDecoderLayer`` (``batch_first=True``) compute; the
+converters live in :mod:`course_lib.interop` (``from_torch``, ``to_torch``, ``load_torch_weights``, also
+reachable as methods). ``nn.Transformer`` always ends its encoder and decoder with a LayerNorm, even in
+post-norm mode, where the paper has none; our :class:`Transformer` has it only for pre-norm.
+
+Dimension names: B batch, S source length (keys of the encoder), T target length (queries), D model
+width, H heads, V vocabulary, L layers.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_lib.attention import MultiHeadAttention
-from course_lib.positional import sinusoidal_encoding
+from course_lib.positional import positions_from_mask, sinusoidal_encoding
+
+if TYPE_CHECKING:  # pragma: no cover
+    from course_lib.kv_cache import KVCache
 
 __all__ = [
     "TransformerConfig",
@@ -56,6 +73,8 @@ __all__ = [
     "Decoder",
     "Transformer",
 ]
+
+ACTIVATIONS = ("relu", "gelu")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,7 +91,7 @@ class TransformerConfig:
     d_ff: int  # inner width of the feed-forward layer (2048 = 4 D in the paper)
     n_encoder_layers: int  # L_enc: encoder blocks (6 in the paper)
     n_decoder_layers: int  # L_dec: decoder blocks (6 in the paper)
-    dropout: float = 0.0  # dropout on sub-layer outputs, embeddings + positions and FF hidden (0.1 in the paper)
+    dropout: float = 0.0  # dropout on sub-layer outputs, attention weights, embeddings + positions, FF hidden (0.1 in the paper)
     max_len: int = 512  # longest sequence the position table covers
     norm_first: bool = False  # False: post-norm, LayerNorm(x + f(x)) as in the paper; True: pre-norm, x + f(LayerNorm(x))
     tie_embeddings: bool = False  # share the target embedding matrix with the output projection
@@ -87,7 +106,7 @@ class TransformerConfig:
             raise ValueError(f"TransformerConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}")
         if self.positional not in ("sinusoidal", "learned"):
             raise ValueError(f"TransformerConfig: positional must be 'sinusoidal' or 'learned', got {self.positional!r}")
-        if self.activation not in ("relu", "gelu"):
+        if self.activation not in ACTIVATIONS:
             raise ValueError(f"TransformerConfig: activation must be 'relu' or 'gelu', got {self.activation!r}")
         if self.share_src_tgt_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise ValueError(
@@ -123,27 +142,23 @@ class TransformerConfig:
         """A copy with some fields changed (the config itself is frozen)."""
         return replace(self, **changes)
 
-
-def _block_config(d_model: int, n_heads: int, d_ff: int, norm_first: bool, activation: str,
-                  layer_norm_eps: float) -> TransformerConfig:
-    """A config for building one block (vocabulary and depth do not matter there)."""
-    return TransformerConfig(src_vocab_size=1, tgt_vocab_size=1, d_model=d_model, n_heads=n_heads, d_ff=d_ff,
-                             n_encoder_layers=1, n_decoder_layers=1, norm_first=norm_first,
-                             activation=activation, layer_norm_eps=layer_norm_eps)
+    def block_sizes(self) -> dict:
+        """The keyword arguments of one block: ``EncoderBlock(**cfg.block_sizes())``."""
+        return dict(d_model=self.d_model, n_heads=self.n_heads, d_ff=self.d_ff, dropout=self.dropout,
+                    norm_first=self.norm_first, activation=self.activation, layer_norm_eps=self.layer_norm_eps)
 
 
-def _torch_activation_name(layer: nn.Module) -> str:
-    act = layer.activation
-    if act is F.relu or isinstance(act, nn.ReLU):
-        return "relu"
-    if act is F.gelu or (isinstance(act, nn.GELU) and act.approximate == "none"):
-        return "gelu"
-    raise ValueError(f"load_torch_weights: unsupported activation {act!r} (expected relu or gelu)")
-
-
-def _check_d(name: str, x: torch.Tensor, d_model: int, what: str = "(B, L, D)") -> None:
+def _check_d(name: str, x: torch.Tensor, d_model: int, what: str) -> None:
     if x.dim() != 3 or x.shape[-1] != d_model:
         raise ValueError(f"{name}: expected shape {what} with D={d_model}, received {tuple(x.shape)}")
+
+
+def _check_block_args(who: str, d_model: int, n_heads: int, d_ff: int, activation: str) -> None:
+    if d_model <= 0 or n_heads <= 0 or d_ff <= 0 or d_model % n_heads:
+        raise ValueError(f"{who}: expected positive sizes with d_model divisible by n_heads, received "
+                         f"d_model={d_model}, n_heads={n_heads}, d_ff={d_ff}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"{who}: activation must be one of {ACTIVATIONS}, received {activation!r}")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,57 +170,85 @@ class FeedForward(nn.Module):
     Each position goes through the same two-layer MLP on its own: no information moves between positions
     here (that is attention's job).
 
+    Args:
+        d_model: model width ``D``.
+        d_ff: hidden width.
+        dropout: on the hidden activations, in training.
+        activation: ``"relu"`` (the paper) or ``"gelu"``.
+        bias: whether the two linear layers have biases.
+
     Shape:
-        ``(B, L, D)`` -> ``(B, L, D)``; hidden ``(B, L, d_ff)``.
+        ``(B, T, D)`` -> ``(B, T, D)``; hidden ``(B, T, d_ff)``.
     """
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0, activation: str = "relu", bias: bool = True):
         super().__init__()
-        self.linear1 = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.linear2 = nn.Linear(cfg.d_ff, cfg.d_model)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.activation = cfg.activation
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"FeedForward: activation must be one of {ACTIVATIONS}, received {activation!r}")
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = activation
+
+    @classmethod
+    def from_config(cls, cfg: TransformerConfig) -> "FeedForward":
+        """``FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout, cfg.activation)``."""
+        return cls(cfg.d_model, cfg.d_ff, cfg.dropout, cfg.activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.linear1(x)  # (B, L, d_ff)
+        h = self.linear1(x)  # (B, T, d_ff)
         h = F.relu(h) if self.activation == "relu" else F.gelu(h)
-        return self.linear2(self.dropout(h))  # (B, L, D)
+        return self.linear2(self.dropout(h))  # (B, T, D)
 
 
 class EncoderBlock(nn.Module):
     """One encoder block: self-attention, then feed-forward, each with a residual connection and a LayerNorm.
 
-    Post-norm (``cfg.norm_first=False``, the paper)::
+    Post-norm (``norm_first=False``, the paper)::
 
         x = norm1(x + dropout(self_attn(x, x, x, mask)))
         x = norm2(x + dropout(ff(x)))
 
-    Pre-norm (``cfg.norm_first=True``)::
+    Pre-norm (``norm_first=True``)::
 
         x = x + dropout(self_attn(norm1(x), mask=mask))
         x = x + dropout(ff(norm2(x)))
 
     Args:
-        cfg: the sizes; uses ``d_model``, ``n_heads``, ``d_ff``, ``dropout``, ``norm_first``,
-            ``activation``, ``layer_norm_eps``.
+        d_model: model width ``D``.
+        n_heads: attention heads ``H``.
+        d_ff: feed-forward hidden width.
+        dropout: on sub-layer outputs, attention weights and the feed-forward hidden layer, in training
+            (where ``nn.TransformerEncoderLayer`` puts it).
+        norm_first: pre-norm (True) or post-norm (False, the paper).
+        activation: ``"relu"`` or ``"gelu"``.
+        layer_norm_eps: epsilon of both LayerNorms.
+        bias: biases in every linear layer and LayerNorm (``nn.TransformerEncoderLayer(bias=...)``).
 
     Shape:
         ``x`` ``(B, S, D)``; ``mask`` boolean, True = may attend, broadcastable to ``(B, H, S, S)``
         (a padding mask ``(B, 1, 1, S)``); returns ``(B, S, D)``.
 
     Equals ``nn.TransformerEncoderLayer(D, H, d_ff, dropout, batch_first=True, norm_first=...)`` with the
-    same weights (see :meth:`load_torch_weights`).
+    same weights (:func:`course_lib.interop.from_torch`, :meth:`load_torch_weights`, :meth:`to_torch`).
     """
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = False,
+                 activation: str = "relu", layer_norm_eps: float = 1e-5, bias: bool = True):
         super().__init__()
-        self.d_model, self.norm_first = cfg.d_model, cfg.norm_first
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads)
-        self.ff = FeedForward(cfg)
-        self.norm1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.dropout1 = nn.Dropout(cfg.dropout)
-        self.dropout2 = nn.Dropout(cfg.dropout)
+        _check_block_args("EncoderBlock", d_model, n_heads, d_ff, activation)
+        self.d_model, self.norm_first = d_model, norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation, bias=bias)
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+
+    @classmethod
+    def from_config(cls, cfg: TransformerConfig) -> "EncoderBlock":
+        """``EncoderBlock(**cfg.block_sizes())``: one block of the model ``cfg`` describes."""
+        return cls(**cfg.block_sizes())
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_d("EncoderBlock", x, self.d_model, "(B, S, D)")
@@ -220,39 +263,23 @@ class EncoderBlock(nn.Module):
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerEncoderLayer) -> "EncoderBlock":
-        """Build a block with the same sizes and weights as a (``batch_first``) ``nn.TransformerEncoderLayer``."""
-        cfg = _block_config(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-                            layer.norm_first, _torch_activation_name(layer), layer.norm1.eps)
-        block = cls(cfg).to(dtype=layer.linear1.weight.dtype, device=layer.linear1.weight.device)
-        block.load_torch_weights(layer)
-        return block
+        """Build a block with the sizes and weights of an ``nn.TransformerEncoderLayer``
+        (:func:`course_lib.interop.from_torch`)."""
+        from course_lib import interop
 
-    @torch.no_grad()
+        return interop.from_torch(layer)
+
     def load_torch_weights(self, layer: nn.TransformerEncoderLayer) -> None:
-        """Copy the weights of an ``nn.TransformerEncoderLayer`` into this block (same sizes required)."""
-        if layer.norm_first != self.norm_first:
-            raise ValueError(f"load_torch_weights: norm_first differs: ours {self.norm_first}, "
-                             f"PyTorch's {layer.norm_first}")
-        self.self_attn.load_torch_weights(layer.self_attn)
-        _copy_linear(self.ff.linear1, layer.linear1)
-        _copy_linear(self.ff.linear2, layer.linear2)
-        _copy_norm(self.norm1, layer.norm1)
-        _copy_norm(self.norm2, layer.norm2)
+        """Copy the weights of an ``nn.TransformerEncoderLayer`` (same sizes required)."""
+        from course_lib import interop
 
-    @torch.no_grad()
+        interop.load_torch_weights(self, layer)
+
     def to_torch(self) -> nn.TransformerEncoderLayer:
-        """An ``nn.TransformerEncoderLayer`` (``batch_first=True``) with this block's weights, for comparisons."""
-        attn = self.self_attn
-        layer = nn.TransformerEncoderLayer(
-            self.d_model, attn.n_heads, self.ff.linear1.out_features, dropout=self.dropout1.p,
-            activation=self.ff.activation, layer_norm_eps=self.norm1.eps, batch_first=True,
-            norm_first=self.norm_first,
-        ).to(dtype=self.norm1.weight.dtype, device=self.norm1.weight.device)
-        _copy_mha_to_torch(layer.self_attn, attn)
-        for theirs, ours in ((layer.linear1, self.ff.linear1), (layer.linear2, self.ff.linear2),
-                             (layer.norm1, self.norm1), (layer.norm2, self.norm2)):
-            theirs.load_state_dict(ours.state_dict())
-        return layer.train(self.training)
+        """An ``nn.TransformerEncoderLayer`` (``batch_first=True``) with this block's weights."""
+        from course_lib import interop
+
+        return interop.to_torch(self)
 
 
 class DecoderBlock(nn.Module):
@@ -264,13 +291,13 @@ class DecoderBlock(nn.Module):
       ``memory``. This is where the source sentence enters the decoder, and the only place.
     * Feed-forward: as in the encoder.
 
-    Post-norm (``cfg.norm_first=False``, the paper)::
+    Post-norm (``norm_first=False``, the paper)::
 
         y = norm1(y + dropout(self_attn(y, y, y, self_mask)))
         y = norm2(y + dropout(cross_attn(y, memory, memory, cross_mask)))
         y = norm3(y + dropout(ff(y)))
 
-    Pre-norm (``cfg.norm_first=True``)::
+    Pre-norm (``norm_first=True``)::
 
         y = y + dropout(self_attn(norm1(y), mask=self_mask))
         y = y + dropout(cross_attn(norm2(y), memory, memory, cross_mask))
@@ -278,26 +305,36 @@ class DecoderBlock(nn.Module):
 
     (In pre-norm, ``memory`` is not normalised here: the encoder's final LayerNorm already did it.)
 
+    Args:
+        as :class:`EncoderBlock`.
+
     Shape:
-        ``y`` ``(B, T, D)``, ``memory`` ``(B, S, D)``; ``self_mask`` broadcastable to ``(B, H, T, T)``;
-        ``cross_mask`` broadcastable to ``(B, H, T, S)`` (usually the source padding mask
-        ``(B, 1, 1, S)``); returns ``(B, T, D)``.
+        ``y`` ``(B, T, D)``, ``memory`` ``(B, S, D)``; ``self_mask`` broadcastable to ``(B, H, T, T)``
+        (``(B, H, T, S_cached + T)`` with a cache); ``cross_mask`` broadcastable to ``(B, H, T, S)``
+        (usually the source padding mask ``(B, 1, 1, S)``); returns ``(B, T, D)``.
 
     Equals ``nn.TransformerDecoderLayer(..., batch_first=True, norm_first=...)`` with the same weights.
     """
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0, norm_first: bool = False,
+                 activation: str = "relu", layer_norm_eps: float = 1e-5, bias: bool = True):
         super().__init__()
-        self.d_model, self.norm_first = cfg.d_model, cfg.norm_first
-        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads)
-        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads)
-        self.ff = FeedForward(cfg)
-        self.norm1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.norm2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.norm3 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.dropout1 = nn.Dropout(cfg.dropout)
-        self.dropout2 = nn.Dropout(cfg.dropout)
-        self.dropout3 = nn.Dropout(cfg.dropout)
+        _check_block_args("DecoderBlock", d_model, n_heads, d_ff, activation)
+        self.d_model, self.norm_first = d_model, norm_first
+        self.self_attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, bias=bias, dropout=dropout)
+        self.ff = FeedForward(d_model, d_ff, dropout, activation, bias=bias)
+        self.norm1 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm2 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.norm3 = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias)
+        self.dropout1 = nn.Dropout(dropout)
+        self.dropout2 = nn.Dropout(dropout)
+        self.dropout3 = nn.Dropout(dropout)
+
+    @classmethod
+    def from_config(cls, cfg: TransformerConfig) -> "DecoderBlock":
+        """``DecoderBlock(**cfg.block_sizes())``: one block of the model ``cfg`` describes."""
+        return cls(**cfg.block_sizes())
 
     def forward(
         self,
@@ -305,129 +342,129 @@ class DecoderBlock(nn.Module):
         memory: torch.Tensor,
         self_mask: torch.Tensor | None = None,
         cross_mask: torch.Tensor | None = None,
+        cache: "KVCache | None" = None,
+        layer: int = 0,
     ) -> torch.Tensor:
+        """``cache``, ``layer``: a :class:`course_lib.kv_cache.KVCache` and this block's index in it;
+        ``y`` then holds only the new tokens and ``self_mask`` covers every cached key plus the new ones."""
         _check_d("DecoderBlock (y)", y, self.d_model, "(B, T, D)")
         _check_d("DecoderBlock (memory)", memory, self.d_model, "(B, S, D)")
         if memory.shape[0] != y.shape[0]:
             raise ValueError(f"DecoderBlock: y {tuple(y.shape)} and memory {tuple(memory.shape)} "
                              "must have the same batch size B")
+        kv = dict(cache=cache, layer=layer)
         if self.norm_first:
-            y = y + self.dropout1(self.self_attn(self.norm1(y), mask=self_mask))  # (B, T, D)
-            y = y + self.dropout2(self.cross_attn(self.norm2(y), memory, memory, mask=cross_mask))  # (B, T, D)
+            y = y + self.dropout1(self.self_attn(self.norm1(y), mask=self_mask, **kv))  # (B, T, D)
+            y = y + self.dropout2(self.cross_attn(self.norm2(y), memory, memory, mask=cross_mask, **kv))  # (B, T, D)
             y = y + self.dropout3(self.ff(self.norm3(y)))  # (B, T, D)
         else:
-            y = self.norm1(y + self.dropout1(self.self_attn(y, mask=self_mask)))  # (B, T, D)
-            y = self.norm2(y + self.dropout2(self.cross_attn(y, memory, memory, mask=cross_mask)))  # (B, T, D)
+            y = self.norm1(y + self.dropout1(self.self_attn(y, mask=self_mask, **kv)))  # (B, T, D)
+            y = self.norm2(y + self.dropout2(self.cross_attn(y, memory, memory, mask=cross_mask, **kv)))  # (B, T, D)
             y = self.norm3(y + self.dropout3(self.ff(y)))  # (B, T, D)
         return y
 
     @classmethod
     def from_torch(cls, layer: nn.TransformerDecoderLayer) -> "DecoderBlock":
-        """Build a block with the same sizes and weights as a (``batch_first``) ``nn.TransformerDecoderLayer``."""
-        cfg = _block_config(layer.self_attn.embed_dim, layer.self_attn.num_heads, layer.linear1.out_features,
-                            layer.norm_first, _torch_activation_name(layer), layer.norm1.eps)
-        block = cls(cfg).to(dtype=layer.linear1.weight.dtype, device=layer.linear1.weight.device)
-        block.load_torch_weights(layer)
-        return block
+        """Build a block with the sizes and weights of an ``nn.TransformerDecoderLayer``
+        (:func:`course_lib.interop.from_torch`)."""
+        from course_lib import interop
 
-    @torch.no_grad()
+        return interop.from_torch(layer)
+
     def load_torch_weights(self, layer: nn.TransformerDecoderLayer) -> None:
         """Copy the weights of an ``nn.TransformerDecoderLayer`` (its ``multihead_attn`` is our ``cross_attn``)."""
-        if layer.norm_first != self.norm_first:
-            raise ValueError(f"load_torch_weights: norm_first differs: ours {self.norm_first}, "
-                             f"PyTorch's {layer.norm_first}")
-        self.self_attn.load_torch_weights(layer.self_attn)
-        self.cross_attn.load_torch_weights(layer.multihead_attn)
-        _copy_linear(self.ff.linear1, layer.linear1)
-        _copy_linear(self.ff.linear2, layer.linear2)
-        _copy_norm(self.norm1, layer.norm1)
-        _copy_norm(self.norm2, layer.norm2)
-        _copy_norm(self.norm3, layer.norm3)
+        from course_lib import interop
 
-    @torch.no_grad()
+        interop.load_torch_weights(self, layer)
+
     def to_torch(self) -> nn.TransformerDecoderLayer:
-        """An ``nn.TransformerDecoderLayer`` (``batch_first=True``) with this block's weights, for comparisons."""
-        layer = nn.TransformerDecoderLayer(
-            self.d_model, self.self_attn.n_heads, self.ff.linear1.out_features, dropout=self.dropout1.p,
-            activation=self.ff.activation, layer_norm_eps=self.norm1.eps, batch_first=True,
-            norm_first=self.norm_first,
-        ).to(dtype=self.norm1.weight.dtype, device=self.norm1.weight.device)
-        _copy_mha_to_torch(layer.self_attn, self.self_attn)
-        _copy_mha_to_torch(layer.multihead_attn, self.cross_attn)
-        for theirs, ours in ((layer.linear1, self.ff.linear1), (layer.linear2, self.ff.linear2),
-                             (layer.norm1, self.norm1), (layer.norm2, self.norm2), (layer.norm3, self.norm3)):
-            theirs.load_state_dict(ours.state_dict())
-        return layer.train(self.training)
+        """An ``nn.TransformerDecoderLayer`` (``batch_first=True``) with this block's weights."""
+        from course_lib import interop
 
-
-def _copy_mha_to_torch(theirs: nn.MultiheadAttention, ours: MultiHeadAttention) -> None:
-    """Stack our W_q, W_k, W_v into PyTorch's ``in_proj_weight`` (3D, D); copy the output projection."""
-    theirs.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
-    theirs.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
-    theirs.out_proj.weight.copy_(ours.out_proj.weight)
-    theirs.out_proj.bias.copy_(ours.out_proj.bias)
-
-
-def _copy_linear(ours: nn.Linear, theirs: nn.Linear) -> None:
-    if ours.weight.shape != theirs.weight.shape:
-        raise ValueError(f"load_torch_weights: expected a Linear weight of shape {tuple(ours.weight.shape)}, "
-                         f"received {tuple(theirs.weight.shape)}")
-    ours.weight.copy_(theirs.weight)
-    ours.bias.copy_(theirs.bias)
-
-
-def _copy_norm(ours: nn.LayerNorm, theirs: nn.LayerNorm) -> None:
-    if ours.weight.shape != theirs.weight.shape:
-        raise ValueError(f"load_torch_weights: expected a LayerNorm of shape {tuple(ours.weight.shape)}, "
-                         f"received {tuple(theirs.weight.shape)}")
-    ours.weight.copy_(theirs.weight)
-    ours.bias.copy_(theirs.bias)
-    ours.eps = theirs.eps
+        return interop.to_torch(self)
 
 
 # --------------------------------------------------------------------------------------------------
 # Stacks
 # --------------------------------------------------------------------------------------------------
 class Encoder(nn.Module):
-    """``L_enc`` encoder blocks, one after the other; a final LayerNorm only for pre-norm.
+    """``n_layers`` encoder blocks, one after the other; a final LayerNorm (by default only for pre-norm).
+
+    Args:
+        n_layers: number of blocks ``L_enc``.
+        d_model, n_heads, d_ff, dropout, norm_first, activation, layer_norm_eps, bias: as :class:`EncoderBlock`.
+        final_norm: end with a LayerNorm (default: ``norm_first``; ``nn.Transformer`` always has one).
 
     Shape:
         ``x`` ``(B, S, D)`` (embedded source), ``mask`` broadcastable to ``(B, H, S, S)``; returns the
         *memory* ``(B, S, D)`` that every decoder block's cross-attention reads.
 
-    Equals ``nn.TransformerEncoder(layer, L, norm=LayerNorm(D) if norm_first else None)``.
+    Equals ``nn.TransformerEncoder(layer, L, norm=LayerNorm(D) if final_norm else None)``.
     """
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
+                 norm_first: bool = False, activation: str = "relu", layer_norm_eps: float = 1e-5,
+                 bias: bool = True, final_norm: bool | None = None):
         super().__init__()
-        self.layers = nn.ModuleList([EncoderBlock(cfg) for _ in range(cfg.n_encoder_layers)])
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
+        final_norm = norm_first if final_norm is None else final_norm
+        self.layers = nn.ModuleList([
+            EncoderBlock(d_model, n_heads, d_ff, dropout, norm_first, activation, layer_norm_eps, bias)
+            for _ in range(n_layers)
+        ])
+        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if final_norm else None
+
+    @classmethod
+    def from_config(cls, cfg: TransformerConfig) -> "Encoder":
+        """The encoder stack of the model ``cfg`` describes (``cfg.n_encoder_layers`` blocks)."""
+        return cls(cfg.n_encoder_layers, **cfg.block_sizes())
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        for layer in self.layers:
-            x = layer(x, mask=mask)  # (B, S, D)
+        for block in self.layers:
+            x = block(x, mask=mask)  # (B, S, D)
         return x if self.norm is None else self.norm(x)
 
-    @torch.no_grad()
     def load_torch_weights(self, encoder: nn.TransformerEncoder) -> None:
         """Copy an ``nn.TransformerEncoder``'s layers (and its final norm, which must match ours)."""
-        _load_stack(self, encoder, "encoder")
+        from course_lib import interop
+
+        interop.load_torch_weights(self, encoder)
+
+    def to_torch(self) -> nn.TransformerEncoder:
+        """An ``nn.TransformerEncoder`` with these weights."""
+        from course_lib import interop
+
+        return interop.to_torch(self)
 
 
 class Decoder(nn.Module):
-    """``L_dec`` decoder blocks, each reading the same ``memory``; a final LayerNorm only for pre-norm.
+    """``n_layers`` decoder blocks, each reading the same ``memory``; a final LayerNorm (by default only for
+    pre-norm).
+
+    Args:
+        as :class:`Encoder`.
 
     Shape:
         ``y`` ``(B, T, D)`` (embedded target), ``memory`` ``(B, S, D)``; masks as in :class:`DecoderBlock`;
         returns ``(B, T, D)``.
 
-    Equals ``nn.TransformerDecoder(layer, L, norm=LayerNorm(D) if norm_first else None)``.
+    Equals ``nn.TransformerDecoder(layer, L, norm=LayerNorm(D) if final_norm else None)``.
     """
 
-    def __init__(self, cfg: TransformerConfig):
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, d_ff: int, dropout: float = 0.0,
+                 norm_first: bool = False, activation: str = "relu", layer_norm_eps: float = 1e-5,
+                 bias: bool = True, final_norm: bool | None = None):
         super().__init__()
-        self.layers = nn.ModuleList([DecoderBlock(cfg) for _ in range(cfg.n_decoder_layers)])
-        self.norm = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps) if cfg.norm_first else None
+        final_norm = norm_first if final_norm is None else final_norm
+        self.layers = nn.ModuleList([
+            DecoderBlock(d_model, n_heads, d_ff, dropout, norm_first, activation, layer_norm_eps, bias)
+            for _ in range(n_layers)
+        ])
+        self.norm = nn.LayerNorm(d_model, eps=layer_norm_eps, bias=bias) if final_norm else None
+
+    @classmethod
+    def from_config(cls, cfg: TransformerConfig) -> "Decoder":
+        """The decoder stack of the model ``cfg`` describes (``cfg.n_decoder_layers`` blocks)."""
+        return cls(cfg.n_decoder_layers, **cfg.block_sizes())
 
     def forward(
         self,
@@ -435,31 +472,24 @@ class Decoder(nn.Module):
         memory: torch.Tensor,
         self_mask: torch.Tensor | None = None,
         cross_mask: torch.Tensor | None = None,
+        cache: "KVCache | None" = None,
     ) -> torch.Tensor:
-        for layer in self.layers:
-            y = layer(y, memory, self_mask=self_mask, cross_mask=cross_mask)  # (B, T, D)
+        """``cache``: a :class:`course_lib.kv_cache.KVCache`; block ``i`` uses its layer ``i``."""
+        for i, block in enumerate(self.layers):
+            y = block(y, memory, self_mask=self_mask, cross_mask=cross_mask, cache=cache, layer=i)  # (B, T, D)
         return y if self.norm is None else self.norm(y)
 
-    @torch.no_grad()
     def load_torch_weights(self, decoder: nn.TransformerDecoder) -> None:
         """Copy an ``nn.TransformerDecoder``'s layers (and its final norm, which must match ours)."""
-        _load_stack(self, decoder, "decoder")
+        from course_lib import interop
 
+        interop.load_torch_weights(self, decoder)
 
-def _load_stack(ours: nn.Module, theirs: nn.Module, what: str) -> None:
-    if len(ours.layers) != len(theirs.layers):
-        raise ValueError(f"load_torch_weights: expected a {what} with {len(ours.layers)} layers, "
-                         f"received {len(theirs.layers)}")
-    if (ours.norm is None) != (theirs.norm is None):
-        raise ValueError(
-            f"load_torch_weights: our {what} has {'no ' if ours.norm is None else 'a '}final LayerNorm, PyTorch's "
-            f"{'has one' if theirs.norm is not None else 'has none'} (nn.Transformer always adds one; set "
-            f"its .{what}.norm = None to compare with a post-norm stack)"
-        )
-    for a, b in zip(ours.layers, theirs.layers):
-        a.load_torch_weights(b)
-    if ours.norm is not None:
-        _copy_norm(ours.norm, theirs.norm)
+    def to_torch(self) -> nn.TransformerDecoder:
+        """An ``nn.TransformerDecoder`` with these weights."""
+        from course_lib import interop
+
+        return interop.to_torch(self)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -471,7 +501,8 @@ class Transformer(nn.Module):
     ``encode``: source ids ``(B, S)`` -> embeddings ``* sqrt(D)`` + positions -> dropout -> encoder ->
     memory ``(B, S, D)``.
     ``decode``: target ids ``(B, T)`` -> embeddings ``* sqrt(D)`` + positions -> dropout -> decoder (reading
-    the memory) -> output projection -> logits ``(B, T, V)``.
+    the memory) -> output projection -> logits ``(B, T, V)``; with a :class:`course_lib.kv_cache.KVCache`,
+    only the new tokens go in and the cache grows in place.
 
     Embeddings are initialised with standard deviation ``D ** -0.5``, so that after the ``sqrt(D)`` scaling
     they have unit scale, like the sinusoidal positions added to them. Block weights use Xavier-uniform
@@ -481,7 +512,8 @@ class Transformer(nn.Module):
 
     Masks are explicit (course convention, True = may attend); ``None`` means no mask at all. In training
     use ``course_lib.masks``: ``src_mask = padding_mask(src, pad)``, ``tgt_mask = padding AND causal``,
-    ``cross_mask = src_mask``.
+    ``cross_mask = src_mask`` (``seq2seq_masks`` builds all three). Positions follow the padding of the
+    mask given (see :meth:`encode`, :meth:`decode`).
     """
 
     def __init__(self, cfg: TransformerConfig):
@@ -497,8 +529,8 @@ class Transformer(nn.Module):
             self.pos_table = None
             self.pos_embed = nn.Embedding(cfg.max_len, D)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
+        self.encoder = Encoder.from_config(cfg)
+        self.decoder = Decoder.from_config(cfg)
         self.out_proj = nn.Linear(D, cfg.tgt_vocab_size, bias=False)
         self._reset_parameters()
         if cfg.tie_embeddings:
@@ -516,32 +548,70 @@ class Transformer(nn.Module):
         # (as course_lib.positional.LearnedPositionalEmbedding does)
         nn.init.normal_(self.out_proj.weight, std=self.cfg.d_model ** -0.5)
 
-    def positions(self, L: int) -> torch.Tensor:
-        """The positional vectors added to the first ``L`` embeddings, ``(L, D)``."""
-        if L > self.cfg.max_len:
-            raise ValueError(f"Transformer: sequence length {L} exceeds max_len={self.cfg.max_len}")
+    def positions(self, T: int, start: int = 0) -> torch.Tensor:
+        """The positional vectors of positions ``start .. start + T - 1``, ``(T, D)``."""
+        if start < 0 or start + T > self.cfg.max_len:
+            raise ValueError(f"Transformer: positions {start}..{start + T - 1} exceed max_len={self.cfg.max_len} "
+                             f"(sequence length {T})")
         if self.pos_table is not None:
-            return self.pos_table[:L]  # (L, D)
-        return self.pos_embed.weight[:L]  # (L, D)
+            return self.pos_table[start:start + T]  # (T, D)
+        return self.pos_embed.weight[start:start + T]  # (T, D)
 
-    def _embed(self, ids: torch.Tensor, table: nn.Embedding, name: str) -> torch.Tensor:
+    def position_vectors(self, positions: torch.Tensor) -> torch.Tensor:
+        """The positional vectors of integer ``positions`` of any shape ``(...)``: ``(..., D)``."""
+        if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= self.cfg.max_len):
+            raise ValueError(f"Transformer: positions from {int(positions.min())} to {int(positions.max())} do not "
+                             f"fit 0..max_len-1 = 0..{self.cfg.max_len - 1}")
+        if self.pos_table is not None:
+            return self.pos_table[positions]  # (..., D)
+        return self.pos_embed(positions)  # (..., D)
+
+    def _embed(self, ids: torch.Tensor, table: nn.Embedding, name: str, length: str,
+               positions: torch.Tensor | None) -> torch.Tensor:
         if ids.dim() != 2:
-            raise ValueError(f"Transformer.{name}: expected token ids of shape (B, L), received {tuple(ids.shape)}")
-        x = table(ids) * math.sqrt(self.cfg.d_model)  # (B, L, D)
-        x = x + self.positions(ids.shape[1])  # (B, L, D) + (L, D)
+            raise ValueError(f"Transformer.{name}: expected token ids of shape (B, {length}), "
+                             f"received {tuple(ids.shape)}")
+        B, n = ids.shape
+        x = table(ids) * math.sqrt(self.cfg.d_model)  # (B, n, D)
+        if positions is None:
+            x = x + self.positions(n)  # (B, n, D) + (n, D)
+        else:
+            ok = positions.dim() in (1, 2) and positions.shape[-1] == n and (
+                positions.dim() == 1 or positions.shape[0] in (1, B))
+            if not ok or positions.is_floating_point() or positions.dtype == torch.bool:
+                raise ValueError(f"Transformer.{name}: expected integer positions of shape ({n},) or ({B}, {n}) "
+                                 f"(B, {length}), received {tuple(positions.shape)} ({positions.dtype})")
+            x = x + self.position_vectors(positions.to(ids.device))  # (B, n, D) + (B, n, D)
         return self.dropout(x)
 
-    def embed_source(self, src_ids: torch.Tensor) -> torch.Tensor:
-        """Source ids ``(B, S)`` -> ``dropout(embedding * sqrt(D) + positions)`` ``(B, S, D)``."""
-        return self._embed(src_ids, self.src_embed, "embed_source")
+    def embed_source(self, src_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Source ids ``(B, S)`` -> ``dropout(embedding * sqrt(D) + positions)`` ``(B, S, D)``.
 
-    def embed_target(self, tgt_ids: torch.Tensor) -> torch.Tensor:
-        """Target ids ``(B, T)`` -> ``dropout(embedding * sqrt(D) + positions)`` ``(B, T, D)``."""
-        return self._embed(tgt_ids, self.tgt_embed, "embed_target")
+        ``positions``: integer ``(B, S)`` or ``(S,)``; default ``0 .. S-1``.
+        """
+        return self._embed(src_ids, self.src_embed, "embed_source", "S", positions)
 
-    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Source ids ``(B, S)`` -> memory ``(B, S, D)``. ``src_mask``: usually ``padding_mask(src_ids, pad)``."""
-        return self.encoder(self.embed_source(src_ids), mask=src_mask)
+    def embed_target(self, tgt_ids: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Target ids ``(B, T)`` -> ``dropout(embedding * sqrt(D) + positions)`` ``(B, T, D)``.
+
+        ``positions``: integer ``(B, T)`` or ``(T,)``; default ``0 .. T-1``.
+        """
+        return self._embed(tgt_ids, self.tgt_embed, "embed_target", "T", positions)
+
+    def encode(self, src_ids: torch.Tensor, src_mask: torch.Tensor | None = None,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Source ids ``(B, S)`` -> memory ``(B, S, D)``.
+
+        Args:
+            src_ids: ``(B, S)``, padded on either side.
+            src_mask: usually ``padding_mask(src_ids, pad)`` ``(B, 1, 1, S)``.
+            positions: integer ``(B, S)`` or ``(S,)``. Default: counted from each row's first real token
+                according to ``src_mask`` (:func:`course_lib.positional.positions_from_mask`), so left
+                padding does not move the real tokens; ``0 .. S-1`` without a mask.
+        """
+        if positions is None and src_mask is not None and src_ids.dim() == 2:
+            positions = positions_from_mask(src_mask, src_ids.shape[1], device=src_ids.device)  # (B, S)
+        return self.encoder(self.embed_source(src_ids, positions), mask=src_mask)
 
     def decode(
         self,
@@ -549,13 +619,45 @@ class Transformer(nn.Module):
         memory: torch.Tensor,
         self_mask: torch.Tensor | None = None,
         cross_mask: torch.Tensor | None = None,
+        cache: "KVCache | None" = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Target ids ``(B, T)`` and memory ``(B, S, D)`` -> logits ``(B, T, V)``.
+        """Target ids and memory ``(B, S, D)`` -> logits ``(B, T, V)``, with or without a cache.
 
-        ``self_mask``: broadcastable to ``(B, H, T, T)`` (causal, and target padding);
-        ``cross_mask``: broadcastable to ``(B, H, T, S)`` (source padding).
+        Args:
+            tgt_ids: ``(B, T)``: the whole target input (teacher forcing), or, with a cache, only the
+                ``T`` new tokens.
+            memory: the encoder output ``(B, S, D)``. With a cache, cross-attention keys and values are
+                computed from it at the first call only and read back afterwards.
+            self_mask: broadcastable to ``(B, H, T, S_self)`` where ``S_self = cache.length + T`` (just ``T``
+                without a cache): causal (``causal_mask(T, S_self)``, lower-right aligned) and target
+                padding over every key, cached ones included. ``None`` = no mask (fine for one new token).
+            cross_mask: broadcastable to ``(B, H, T, S)`` (source padding).
+            cache: a :class:`course_lib.kv_cache.KVCache`, updated in place (one entry per decoder layer).
+            positions: integer ``(B, T)`` or ``(T,)``. Default: ``cache.length .. cache.length + T - 1``,
+                counted from each row's first real token according to ``self_mask``'s last row
+                (:func:`course_lib.positional.positions_from_mask`), so a left-padded target keeps its
+                real tokens at positions ``0, 1, ...``.
+
+        Returns:
+            logits ``(B, T, V)``. With a cache, they equal the last ``T`` rows of the uncached pass over the
+            whole prefix (tested to 1e-5 in float32).
+
+        Raises:
+            ValueError: for ids that are not ``(B, T)``, a mask that does not cover ``S_self`` keys, or
+            positions past ``max_len``.
         """
-        h = self.decoder(self.embed_target(tgt_ids), memory, self_mask=self_mask, cross_mask=cross_mask)
+        if tgt_ids.dim() != 2:
+            raise ValueError(f"Transformer.decode: expected token ids of shape (B, T), received {tuple(tgt_ids.shape)}")
+        if positions is None:
+            start = 0 if cache is None else cache.length
+            T = tgt_ids.shape[1]
+            if self_mask is None and start == 0:
+                positions = None  # 0 .. T-1
+            else:
+                positions = positions_from_mask(self_mask, start + T, T, device=tgt_ids.device)  # (B, T)
+        h = self.decoder(self.embed_target(tgt_ids, positions), memory, self_mask=self_mask, cross_mask=cross_mask,
+                         cache=cache)  # (B, T, D)
         return self.out_proj(h)  # (B, T, V)
 
     def forward(
@@ -573,16 +675,33 @@ class Transformer(nn.Module):
         memory = self.encode(src_ids, src_mask)  # (B, S, D)
         return self.decode(tgt_ids, memory, self_mask=tgt_mask, cross_mask=cross_mask)  # (B, T, V)
 
-    @torch.no_grad()
     def load_torch_weights(self, model: nn.Transformer) -> None:
         """Copy the encoder and decoder stacks of a (``batch_first``) ``nn.Transformer``.
 
         ``nn.Transformer`` has no embeddings or output projection; those keep their own values.
         ``nn.Transformer`` always ends both stacks with a LayerNorm; for a post-norm model (the paper), set
-        ``model.encoder.norm = model.decoder.norm = None`` first, or this raises.
+        ``model.encoder.norm = model.decoder.norm = None`` first, or this raises
+        (:func:`course_lib.interop.load_torch_weights`).
         """
-        self.encoder.load_torch_weights(model.encoder)
-        self.decoder.load_torch_weights(model.decoder)
+        from course_lib import interop
+
+        interop.load_torch_weights(self, model)
+
+    def to_torch(self) -> nn.Transformer:
+        """An ``nn.Transformer`` (``batch_first=True``) with these stacks (no embeddings: PyTorch has none)."""
+        from course_lib import interop
+
+        return interop.to_torch(self)
+
+    @classmethod
+    def from_torch(cls, model: nn.Transformer, src_vocab_size: int, tgt_vocab_size: int,
+                   **config_fields) -> "Transformer":
+        """A model with ``nn.Transformer``'s sizes and stacks and new embeddings of the given vocabularies
+        (:func:`course_lib.interop.from_torch`)."""
+        from course_lib import interop
+
+        return interop.from_torch(model, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+                                  **config_fields)
 
     def num_parameters(self) -> int:
         """Number of distinct trainable numbers (a shared matrix counts once)."""

@@ -14,7 +14,6 @@ from course_lib.positional import (
     alibi_bias,
     alibi_slopes,
     apply_rotary,
-    attention_with_bias,
     half_to_interleaved,
     interleaved_to_half,
     rotary_angles,
@@ -250,35 +249,43 @@ def test_alibi_attention_matches_bloom_build_alibi_tensor(H):
     q, k, v = _rand(B, H, T, Dh), _rand(B, H, T, Dh, seed=1), _rand(B, H, T, Dh, seed=2)
     ref_bias = build_alibi_tensor(torch.ones(B, T, dtype=torch.long), H, torch.float64).view(B, H, 1, T)
     mask = causal_mask(T)
-    _, ours = attention_with_bias(q, k, v, bias=alibi_bias(H, T, dtype=torch.float64), mask=mask,
-                                  return_weights=True)
-    _, ref = attention_with_bias(q, k, v, bias=ref_bias, mask=mask, return_weights=True)
+    _, ours = scaled_dot_product_attention(q, k, v, mask=mask, bias=alibi_bias(H, T, dtype=torch.float64),
+                                           return_weights=True)
+    _, ref = scaled_dot_product_attention(q, k, v, mask=mask, bias=ref_bias, return_weights=True)
     torch.testing.assert_close(ours, ref)
 
 
-def test_attention_with_bias_none_equals_course_attention_and_bias_matches_torch():
+def test_attention_bias_none_equals_course_attention_and_bias_matches_torch():
+    """The core's bias= replaces positional.attention_with_bias: an additive float bias on the scores."""
     import torch.nn.functional as F
 
     q, k, v = _rand(2, 2, 4, 8), _rand(2, 2, 6, 8, seed=1), _rand(2, 2, 6, 3, seed=2)
     mask = causal_mask(4, 6)
-    torch.testing.assert_close(attention_with_bias(q, k, v, mask=mask), scaled_dot_product_attention(q, k, v, mask))
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, mask=mask, bias=None),
+                               scaled_dot_product_attention(q, k, v, mask))
     bias = alibi_bias(2, 4, 6, dtype=torch.float64)
-    torch.testing.assert_close(attention_with_bias(q, k, v, bias=bias),
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, bias=bias),
                                F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+    # bias and mask together: PyTorch takes one additive mask, bias with -inf where masked
+    both = bias.masked_fill(~mask, float("-inf"))
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, mask=mask, bias=bias),
+                               F.scaled_dot_product_attention(q, k, v, attn_mask=both))
     # a fully masked row: zeros, no NaN
     none = torch.zeros(4, 6, dtype=torch.bool)
-    out = attention_with_bias(q, k, v, bias=bias, mask=none)
+    out = scaled_dot_product_attention(q, k, v, mask=none, bias=bias)
     assert torch.equal(out, torch.zeros_like(out))
 
 
-def test_attention_with_bias_bad_shapes():
+def test_attention_bias_bad_shapes():
     q = _rand(1, 2, 4, 8)
-    with pytest.raises(ValueError, match=r"\(2, 3, 3\)"):
-        attention_with_bias(q, q, q, bias=torch.zeros(2, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"bias of shape \(2, 3, 3\)"):
+        scaled_dot_product_attention(q, q, q, bias=torch.zeros(2, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="float bias"):
+        scaled_dot_product_attention(q, q, q, bias=torch.zeros(4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="boolean"):
-        attention_with_bias(q, q, q, mask=torch.ones(4, 4))
-    with pytest.raises(ValueError, match=r"q \(1, 2, 4, 8\), k \(1, 2, 4, 6\)"):
-        attention_with_bias(q, q[..., :6], q)
+        scaled_dot_product_attention(q, q, q, mask=torch.ones(4, 4))
+    with pytest.raises(ValueError, match=r"q \(1, 2, 4, 8\).*k \(1, 2, 4, 6\)"):
+        scaled_dot_product_attention(q, q[..., :6], q)
 
 
 # --- the attention module ------------------------------------------------------------------------
@@ -332,7 +339,142 @@ def test_positional_mha_bad_input():
     with pytest.raises(ValueError, match="even"):
         PositionalMultiHeadAttention(6, 2, position="rope")
     pmha = PositionalMultiHeadAttention(8, 2)
-    with pytest.raises(ValueError, match=r"\(B, L, 8\)"):
+    with pytest.raises(ValueError, match=r"\(B, T, 8\)"):
         pmha(torch.zeros(1, 3, 6))
     with pytest.raises(ValueError, match="S >= T"):
         pmha(torch.zeros(1, 3, 8), torch.zeros(1, 2, 8))
+
+
+# --- low precision, explicit positions, the device ------------------------------------------------
+from course_lib.positional import positions_from_mask  # noqa: E402
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("start", [0, 7, 100, 1000, 4000])
+def test_rotary_low_precision_is_off_by_its_own_rounding_only(dtype, start, device):
+    """Angles, cos and sin in float32 at least: a bfloat16 angle of 1000 would be off by up to 2 radians."""
+    x = _rand(2, 2, 8, 64, seed=start).to(dtype)
+    ref = apply_rotary(x.double(), start=start)  # float64 rotation of the same (rounded) input
+    floor = (ref.to(dtype).double() - ref).abs().max().item()  # rounding the exact result to dtype
+    ours = apply_rotary(x.to(device), start=start)
+    assert ours.dtype == dtype and ours.device.type == device.type
+    err = (ours.double().cpu() - ref).abs().max().item()
+    assert err <= 2 * floor + 1e-6, (err, floor)
+    assert err < 0.02
+    # with explicit positions (each row its own), the same precision
+    pos = torch.tensor([[start] * 8, list(range(start, start + 8))], device=device)  # (B, T)
+    ref_pos = torch.stack([apply_rotary(x[b:b + 1].double(), positions=pos[b].cpu())[0] for b in range(2)])
+    err_pos = (apply_rotary(x.to(device), positions=pos).double().cpu() - ref_pos).abs().max().item()
+    assert err_pos < 0.02
+
+
+def test_rotary_angles_keep_float32_when_asked_and_low_precision_tables_are_wrong():
+    """The fault the float32 rule fixes: angles rounded to bfloat16 at position 1000."""
+    good = rotary_angles(4, 64, start=1000, dtype=torch.float32).double()
+    exact = rotary_angles(4, 64, start=1000, dtype=torch.float64)
+    assert (good - exact).abs().max() < 1e-3
+    bad = rotary_angles(4, 64, start=1000, dtype=torch.bfloat16).double()
+    assert (bad.cos() - exact.cos()).abs().max() > 0.5
+
+
+def test_apply_rotary_explicit_positions_equal_start_offsets():
+    x = _rand(3, 2, 5, 8)
+    torch.testing.assert_close(apply_rotary(x, positions=torch.arange(4, 9)), apply_rotary(x, start=4))
+    pos = torch.tensor([[0, 1, 2, 3, 4], [3, 4, 5, 6, 7], [0, 0, 0, 1, 2]])  # (B, T): one row per sequence
+    out = apply_rotary(x, positions=pos)
+    torch.testing.assert_close(out[1], apply_rotary(x[1], start=3))
+    torch.testing.assert_close(out[2, :, 3:], apply_rotary(x[2, :, 3:], start=1))
+    # (B, T, Dh) input takes (B, T) positions too
+    torch.testing.assert_close(apply_rotary(x[:, 0], positions=pos), out[:, 0])
+    with pytest.raises(ValueError, match=r"positions of shape \(T,\) or \(B, T\)"):
+        apply_rotary(x, positions=torch.arange(4))
+    with pytest.raises(ValueError, match="integer positions"):
+        apply_rotary(x, positions=torch.arange(5.0))
+
+
+def test_rotary_with_position_ids_matches_llama_per_row():
+    """transformers' position_ids (B, T), a different offset per row (left padding), after the layout permutation."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
+
+    B, H, T, Dh = 2, 2, 6, 16
+    config = LlamaConfig(hidden_size=H * Dh, num_attention_heads=H, num_key_value_heads=H, intermediate_size=64,
+                         num_hidden_layers=1, vocab_size=99, max_position_embeddings=64)
+    q = _rand(B, H, T, Dh, dtype=torch.float32)
+    pos = torch.tensor([[0, 0, 0, 1, 2, 3], [5, 6, 7, 8, 9, 10]])
+    cos, sin = LlamaRotaryEmbedding(config)(q, pos)
+    ref, _ = apply_rotary_pos_emb(interleaved_to_half(q), interleaved_to_half(q), cos, sin)
+    torch.testing.assert_close(interleaved_to_half(apply_rotary(q, positions=pos)), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_positional_tables_are_built_on_the_input_device(device):
+    x = torch.zeros(2, 4, 8, device=device)
+    assert SinusoidalPositionalEncoding(8)(x).device.type == device.type
+    assert LearnedPositionalEmbedding(10, 8).to(device)(x).device.type == device.type
+    assert alibi_bias(2, 4, device=device).device.type == device.type
+    pmha = PositionalMultiHeadAttention(8, 2, position="alibi").to(device)
+    assert pmha(x, mask=causal_mask(4, device=device)).device.type == device.type
+    assert positions_from_mask(torch.ones(1, 1, 1, 4, dtype=torch.bool, device=device), 4).device.type == device.type
+
+
+def test_sinusoidal_and_learned_take_explicit_positions():
+    x = _rand(2, 4, 8, dtype=torch.float32)
+    pos = torch.tensor([[0, 1, 2, 3], [0, 0, 0, 1]])
+    full = sinusoidal_encoding(10, 8)
+    torch.testing.assert_close(SinusoidalPositionalEncoding(8)(x, positions=pos), x + full[pos])
+    emb = LearnedPositionalEmbedding(10, 8)
+    torch.testing.assert_close(emb(x, positions=pos), x + emb.table.weight[pos])
+    torch.testing.assert_close(emb(x, positions=torch.arange(3, 7)), emb(x, start=3))
+    with pytest.raises(ValueError, match="max_len=10"):
+        emb(x, positions=torch.tensor([7, 8, 9, 10]))
+    with pytest.raises(ValueError, match=r"positions of shape \(4,\) or \(2, 4\)"):
+        emb(x, positions=torch.arange(5))
+
+
+# --- positions that follow the padding ------------------------------------------------------------
+def test_positions_from_mask_left_right_and_no_padding():
+    from course_lib.masks import padding_mask, seq2seq_masks
+
+    ids = torch.tensor([[0, 0, 5, 6, 7], [5, 6, 7, 0, 0], [5, 6, 7, 8, 9], [0, 0, 0, 0, 0]])
+    pos = positions_from_mask(padding_mask(ids, 0), 5)
+    assert pos.tolist() == [[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4], [0, 0, 0, 0, 0]]
+    # the decoder's padding AND causal mask: its last row is the padding row
+    assert torch.equal(positions_from_mask(seq2seq_masks(ids, ids, 0).tgt, 5), pos)
+    # no batch information: 0 .. S-1; the last T of S (a cache): S-T .. S-1
+    assert positions_from_mask(causal_mask(5), 5).tolist() == [[0, 1, 2, 3, 4]]
+    assert positions_from_mask(None, 6, 2).tolist() == [[4, 5]]
+    assert positions_from_mask(padding_mask(ids, 0), 5, 2).tolist() == [[1, 2], [3, 4], [3, 4], [0, 0]]
+    with pytest.raises(ValueError, match=r"\(B, H, T, 6\)"):
+        positions_from_mask(padding_mask(ids, 0), 6)
+
+
+def test_positions_from_mask_matches_gpt2_position_ids_on_real_tokens():
+    """transformers' GPT-2 generation makes position_ids = attention_mask.cumsum(-1) - 1 (pads filled with 1)."""
+    from course_lib.masks import padding_mask
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        lengths = torch.randint(1, 8, (4,), generator=g)
+        attention_mask = (torch.arange(8)[None] >= 8 - lengths[:, None]).long()  # left padding
+        ref = attention_mask.cumsum(-1) - 1
+        ours = positions_from_mask(padding_mask(attention_mask, 0), 8)
+        assert torch.equal(ours[attention_mask.bool()], ref[attention_mask.bool()])
+
+
+@pytest.mark.parametrize("position", ["rope", "alibi", "none"])
+def test_positional_mha_fast_path_and_cache_equal_explicit_full_pass(position, device):
+    from course_lib.attention import set_fast_attention
+    from course_lib.kv_cache import KVCache
+
+    torch.manual_seed(0)
+    pmha = PositionalMultiHeadAttention(16, 4, position=position, n_kv_heads=2).double().to(device)
+    x = _rand(2, 6, 16).to(device)
+    mask = causal_mask(6, device=device)
+    fast = pmha(x, mask=mask)
+    slow = set_fast_attention(pmha, False)(x, mask=mask)
+    torch.testing.assert_close(fast, slow)
+    pmha.fast = True
+    cache = KVCache()
+    steps = [pmha(x[:, :2], mask=causal_mask(2, device=device), cache=cache)]
+    steps += [pmha(x[:, t:t + 1], cache=cache) for t in range(2, 6)]
+    torch.testing.assert_close(torch.cat(steps, 1), slow)

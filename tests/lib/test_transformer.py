@@ -26,13 +26,13 @@ def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
-def _ids(B, L, V, seed, n_pad=None):
-    """Random ids in 1..V-1, right-padded with PAD: row b has n_pad[b] pads at the end."""
+def _ids(B, S, V, seed, n_pad=None):
+    """Random ids (B, S) in 1..V-1, right-padded with PAD: row b has n_pad[b] pads at the end."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, V, (B, L), generator=g)
+    ids = torch.randint(1, V, (B, S), generator=g)
     for b, n in enumerate(n_pad or []):
         if n:
-            ids[b, L - n:] = PAD
+            ids[b, S - n:] = PAD
     return ids
 
 
@@ -119,7 +119,7 @@ def test_encoder_block_matches_torch(B, S, H, Dh, norm_first, masked, seed):
 def test_encoder_block_with_causal_and_padding_mask(norm_first):
     B, S, D, H = 3, 6, 16, 4
     ref = _torch_enc_layer(D, H, 32, norm_first, seed=1)
-    ours = EncoderBlock(TransformerConfig.tiny(d_model=D, n_heads=H, d_ff=32, norm_first=norm_first)).double()
+    ours = EncoderBlock(D, H, 32, norm_first=norm_first).double()
     ours.load_torch_weights(ref)
     x = _rand(B, S, D, seed=2)
     mask = combine_masks(padding_mask(_ids(B, S, 9, 3, [0, 2, 4]), PAD), causal_mask(S))  # (B, 1, S, S)
@@ -163,7 +163,7 @@ def test_decoder_block_matches_torch(B, T, S, H, Dh, norm_first, masked, seed):
 def test_decoder_block_keys_and_values_come_from_memory():
     """Cross-attention: changing the memory changes the output; the output has the decoder's length T."""
     cfg = TransformerConfig.tiny()
-    block = DecoderBlock(cfg).double()
+    block = DecoderBlock.from_config(cfg).double()
     y, memory = _rand(2, 3, 32), _rand(2, 7, 32, seed=1)
     out = block(y, memory)
     assert out.shape == (2, 3, 32)
@@ -180,7 +180,7 @@ def test_decoder_block_keys_and_values_come_from_memory():
 def test_to_torch_round_trip(norm_first):
     cfg = TransformerConfig.tiny(norm_first=norm_first, activation="gelu")
     torch.manual_seed(0)
-    enc, dec = EncoderBlock(cfg).double(), DecoderBlock(cfg).double()
+    enc, dec = EncoderBlock.from_config(cfg).double(), DecoderBlock.from_config(cfg).double()
     _randomize(enc), _randomize(dec)
     x, memory = _rand(2, 5, 32), _rand(2, 7, 32, seed=1)
     mask = padding_mask(_ids(2, 5, 9, 0, [0, 2]), PAD)
@@ -195,13 +195,14 @@ def test_to_torch_round_trip(norm_first):
 def test_blocks_reject_bad_shapes():
     cfg = TransformerConfig.tiny()
     with pytest.raises(ValueError, match=r"\(B, S, D\)"):
-        EncoderBlock(cfg)(torch.randn(2, 5, 16))
+        EncoderBlock.from_config(cfg)(torch.randn(2, 5, 16))
     with pytest.raises(ValueError, match="memory"):
-        DecoderBlock(cfg)(torch.randn(2, 5, 32), torch.randn(2, 5))
+        DecoderBlock.from_config(cfg)(torch.randn(2, 5, 32), torch.randn(2, 5))
     with pytest.raises(ValueError, match="batch"):
-        DecoderBlock(cfg)(torch.randn(2, 5, 32), torch.randn(3, 4, 32))
+        DecoderBlock.from_config(cfg)(torch.randn(2, 5, 32), torch.randn(3, 4, 32))
     with pytest.raises(ValueError, match="norm_first"):
-        EncoderBlock(cfg).load_torch_weights(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, norm_first=True))
+        EncoderBlock.from_config(cfg).load_torch_weights(
+            nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, norm_first=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def test_stacks_match_torch(norm_first):
                                     enable_nested_tensor=False).double()
     ref_dec = nn.TransformerDecoder(_torch_dec_layer(D, H, 32, norm_first, 1), L, norm=final()).double()
     _randomize(ref_enc), _randomize(ref_dec)  # the layers are deep copies: make them differ
-    enc, dec = Encoder(cfg).double(), Decoder(cfg).double()
+    enc, dec = Encoder.from_config(cfg).double(), Decoder.from_config(cfg).double()
     enc.load_torch_weights(ref_enc)
     dec.load_torch_weights(ref_dec)
     assert (enc.norm is None) == (not norm_first)
@@ -278,7 +279,7 @@ def test_embeddings_are_scaled_by_sqrt_d_plus_positions():
                                learned.tgt_embed(ids) * math.sqrt(cfg.d_model) + learned.pos_embed.weight[:5])
     with pytest.raises(ValueError, match="max_len"):
         model.encode(torch.ones(1, cfg.max_len + 1, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"\(B, L\)"):
+    with pytest.raises(ValueError, match=r"\(B, S\)"):
         model.encode(torch.ones(5, dtype=torch.long))
 
 
@@ -350,3 +351,98 @@ def test_behaviour_does_not_depend_on_training_mode_without_dropout():
     train_out = model.train()(src, tgt, tgt_mask=causal_mask(4))
     eval_out = model.eval()(src, tgt, tgt_mask=causal_mask(4))
     torch.testing.assert_close(train_out, eval_out)
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks take their own sizes
+# --------------------------------------------------------------------------------------------------
+def test_blocks_and_stacks_take_their_own_sizes():
+    cfg = TransformerConfig.tiny(norm_first=True, activation="gelu", layer_norm_eps=1e-6, dropout=0.1)
+    block = EncoderBlock(32, 4, 64, dropout=0.1, norm_first=True, activation="gelu", layer_norm_eps=1e-6)
+    same = EncoderBlock.from_config(cfg)
+    assert [(n, p.shape) for n, p in block.named_parameters()] == [(n, p.shape) for n, p in same.named_parameters()]
+    assert block.norm1.eps == 1e-6 and block.self_attn.dropout == 0.1 and block.ff.activation == "gelu"
+    dec = DecoderBlock(16, 2, 24)
+    assert dec.ff.linear1.weight.shape == (24, 16) and dec.cross_attn.n_heads == 2 and not dec.norm_first
+    enc = Encoder(3, 16, 2, 24, norm_first=False, final_norm=True)
+    assert len(enc.layers) == 3 and enc.norm is not None  # a final norm in post-norm (nn.Transformer's layout)
+    assert Encoder(2, 16, 2, 24, norm_first=True).norm is not None and Decoder(2, 16, 2, 24).norm is None
+    no_bias = EncoderBlock(16, 2, 24, bias=False)
+    assert all(p.dim() == 2 for p in no_bias.parameters() if p is not no_bias.norm1.weight
+               and p is not no_bias.norm2.weight)
+    assert no_bias.norm1.bias is None and no_bias.self_attn.q_proj.bias is None
+    with pytest.raises(ValueError, match="divisible"):
+        EncoderBlock(10, 3, 8)
+    with pytest.raises(ValueError, match="activation"):
+        DecoderBlock(8, 2, 8, activation="silu")
+
+
+def test_transformer_config_dropout_reaches_attention_weights():
+    model = Transformer(TransformerConfig.tiny(dropout=0.2))
+    rates = {m.dropout for m in model.modules() if hasattr(m, "q_proj")}
+    assert rates == {0.2}
+
+
+# --------------------------------------------------------------------------------------------------
+# Positions follow the padding
+# --------------------------------------------------------------------------------------------------
+def _pad(ids, n, side):
+    pads = torch.full((ids.shape[0], n), PAD)
+    return torch.cat([pads, ids], 1) if side == "left" else torch.cat([ids, pads], 1)
+
+
+@pytest.mark.parametrize("positional", ["sinusoidal", "learned"])
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_source_gives_the_unpadded_encoder_outputs(side, norm_first, positional):
+    """The new user's case: Transformer.tiny(), [0, 0, 5, 6, 7] against [5, 6, 7] (left padding differed by 1.13)."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig.tiny(norm_first=norm_first, positional=positional)).eval()
+    src = torch.tensor([[5, 6, 7]])
+    padded = _pad(src, 2, side)
+    real = slice(2, 5) if side == "left" else slice(0, 3)
+    out = model.encode(padded, padding_mask(padded, PAD))[:, real]
+    assert (out - model.encode(src)).abs().max() < 1e-5
+    # an explicit positions argument overrides: counting from the first (pad) column moves the real tokens
+    moved = model.encode(padded, padding_mask(padded, PAD), positions=torch.arange(5))[:, real]
+    assert torch.allclose(moved, out, atol=1e-5) == (side == "right")
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_padded_batch_rows_equal_their_unpadded_selves(side, norm_first):
+    """Both sides, encoder and decoder, in one batch of different lengths (float64)."""
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig.tiny(norm_first=norm_first)).double().eval()
+    srcs = [_ids(1, n, 20, seed=n) for n in (4, 6, 2)]
+    tgts = [_ids(1, n, 20, seed=10 + n) for n in (3, 1, 5)]
+    S, T = 6, 5
+    src = torch.cat([_pad(s, S - s.shape[1], side) for s in srcs])  # (3, S)
+    tgt = torch.cat([_pad(t, T - t.shape[1], side) for t in tgts])  # (3, T)
+    src_mask = padding_mask(src, PAD)
+    tgt_mask = combine_masks(padding_mask(tgt, PAD), causal_mask(T))
+    logits = model(src, tgt, src_mask, tgt_mask, src_mask)
+    for b, (s, t) in enumerate(zip(srcs, tgts)):
+        alone = model(s, t, tgt_mask=causal_mask(t.shape[1]))
+        n = t.shape[1]
+        rows = slice(T - n, T) if side == "left" else slice(0, n)
+        torch.testing.assert_close(logits[b:b + 1, rows], alone)
+
+
+def test_explicit_positions_shapes_and_errors():
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig.tiny()).double().eval()
+    src, tgt = _ids(2, 5, 20, 0), _ids(2, 4, 20, 1)
+    memory = model.encode(src)
+    torch.testing.assert_close(model.encode(src, positions=torch.arange(5)), memory)
+    torch.testing.assert_close(model.encode(src, positions=torch.arange(5).expand(2, 5)), memory)
+    shifted = model.decode(tgt, memory, causal_mask(4), positions=torch.arange(3, 7))
+    assert not torch.allclose(shifted, model.decode(tgt, memory, causal_mask(4)))
+    torch.testing.assert_close(model.embed_target(tgt, positions=torch.arange(3, 7)),
+                               model.tgt_embed(tgt) * math.sqrt(32) + model.positions(4, start=3))
+    with pytest.raises(ValueError, match=r"positions of shape \(5,\) or \(2, 5\)"):
+        model.encode(src, positions=torch.arange(4))
+    with pytest.raises(ValueError, match="max_len"):
+        model.encode(src, positions=torch.arange(60, 65))
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        model.decode(tgt[0], memory)
