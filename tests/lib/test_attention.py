@@ -8,13 +8,9 @@ from hypothesis import given, settings, strategies as st
 
 from course_lib.attention import MultiHeadAttention, merge_heads, scaled_dot_product_attention, split_heads
 from course_lib.masks import causal_mask, combine_masks, padding_mask, to_key_padding_mask, to_torch_attn_mask
+from _helpers import rand as _rand
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
-
-
-def _rand(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
 @SETTINGS

@@ -16,13 +16,9 @@ from course_lib.efficient import (
     sliding_window_mask,
 )
 from course_lib.masks import causal_mask
+from _helpers import rand as _rand
 
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
-
-
-def _rand(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
 def _band_by_hand(T, S, window, causal):

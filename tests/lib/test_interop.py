@@ -8,20 +8,9 @@ from course_lib import interop
 from course_lib.attention import MultiHeadAttention
 from course_lib.masks import causal_mask, padding_mask, to_key_padding_mask, to_torch_attn_mask
 from course_lib.transformer import Decoder, DecoderBlock, Encoder, EncoderBlock, Transformer, TransformerConfig
+from _helpers import rand as _rand, randomize as _randomize
 
 D, H, FF = 16, 4, 24
-
-
-def _rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-@torch.no_grad()
-def _randomize(module):
-    """PyTorch starts biases at 0 and norms at (1, 0): move every parameter so that copying them is tested."""
-    for p in module.parameters():
-        p.add_(0.1 * torch.randn_like(p))
-    return module
 
 
 def _mha(**kw):

@@ -6,13 +6,10 @@ from hypothesis import given, settings, strategies as st
 from course_lib.kv_cache import KVCache
 from course_lib.masks import causal_mask, combine_masks, padding_mask
 from course_lib.transformer import Transformer, TransformerConfig
+from _helpers import rand as _rand
 
 SETTINGS = settings(max_examples=20, deadline=None, derandomize=True)
 PAD = 0
-
-
-def _rand(*shape, seed=0, dtype=torch.float64):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 # --------------------------------------------------------------------------------------------------

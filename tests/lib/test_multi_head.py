@@ -10,12 +10,9 @@ from hypothesis import given, settings, strategies as st
 from torch.utils.flop_counter import FlopCounterMode
 
 from course_lib.attention import MultiHeadAttention, merge_heads, scaled_dot_product_attention, split_heads
+from _helpers import rand as _rand
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
-
-
-def _rand(*shape, seed=0):
-    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
 def _matrix_flops(D, B, T, S):

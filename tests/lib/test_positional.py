@@ -19,13 +19,9 @@ from course_lib.positional import (
     rotary_angles,
     sinusoidal_encoding,
 )
+from _helpers import rand as _rand
 
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
-
-
-def _rand(*shape, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=dtype)
 
 
 # --- without positions: permutation equivariance -------------------------------------------------

@@ -16,14 +16,10 @@ from course_lib.transformer import (
     Transformer,
     TransformerConfig,
 )
+from _helpers import rand as _rand, randomize as _randomize
 
 SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 PAD = 0
-
-
-def _rand(*shape, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64)
 
 
 def _ids(B, S, V, seed, n_pad=None):
@@ -49,13 +45,6 @@ def _torch_dec_layer(D, H, F, norm_first, seed):
     layer = nn.TransformerDecoderLayer(D, H, F, dropout=0.0, batch_first=True, norm_first=norm_first).double()
     _randomize(layer)
     return layer
-
-
-@torch.no_grad()
-def _randomize(module):
-    """PyTorch initialises biases to 0 and norms to (1, 0): randomise them so that copying them is tested."""
-    for p in module.parameters():
-        p.add_(0.1 * torch.randn_like(p))
 
 
 # --------------------------------------------------------------------------------------------------
