@@ -15,7 +15,8 @@ export OMP_NUM_THREADS := 1
 JOBS ?= 2
 ASSIGNMENTS := $(notdir $(wildcard solutions/ex*))
 
-.PHONY: help env sandbox book test test-lib test-book test-solutions lab exercises grade constraints clean
+.PHONY: help env sandbox browser book test test-lib test-book test-solutions lab exercises grade constraints clean \
+        bench bench-course
 
 help:
 	@echo "make book        build the HTML book into _build/html (creates .venv first)"
@@ -40,11 +41,31 @@ sandbox:
 	  fi; \
 	  command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap is not installed: the grader will run submissions unsandboxed"; }
 
+# The browser test (tests/book/test_browser.py) reads the built book in Debian's Chromium, with a CJK font so that
+# Chinese text has glyphs. Installed with apt as root when missing. Under `make test` the test fails (never skips)
+# when either is missing, and says why.
+browser:
+	@missing=""; \
+	  command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	  fc-list :lang=zh family 2>/dev/null | grep -q . || missing="$$missing fonts-wqy-microhei"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      echo "installing for the browser test: $$missing"; \
+	      export DEBIAN_FRONTEND=noninteractive; \
+	      apt-get install -y -qq $$missing >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && \
+	        apt-get install -y -qq $$missing >/dev/null 2>&1; } || true; \
+	    fi; \
+	    command -v chromium >/dev/null 2>&1 || echo "note: Chromium is not installed (as root: apt-get install chromium): the browser test will fail"; \
+	    fc-list :lang=zh family 2>/dev/null | grep -q . || echo "note: no CJK font is installed (as root: apt-get install fonts-wqy-microhei): the browser test will fail"; \
+	  fi; true
+
 book: env
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	@echo "Book: $(abspath _build/html/index.html)"
 
-test: env sandbox
+# The browser test must run here: without Chromium it fails instead of skipping.
+test: export COURSE_REQUIRE_BROWSER := 1
+test: env sandbox browser
 	$(BIN)/python -m pytest -n $(JOBS) tests
 	$(MAKE) --no-print-directory test-book test-solutions
 
@@ -59,6 +80,17 @@ test-book: env
 # Solution notebooks: every cell must run; only cells marked NBVAL_CHECK_OUTPUT are compared.
 test-solutions: env
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --nbval-lax --nbval-current-env solutions
+
+# Benchmarks (bench/README.md): a CSV table, a plot and the ratios per benchmark under bench/results/<name>/.
+# `make bench` runs the default ones (attention, grading) on the CPU, then on CUDA too when a GPU is there;
+# `make bench-course` times the book build, every notebook re-executed and `make test` (long: opt-in).
+# Extra arguments: make bench BENCH_ARGS="--size full --rounds 11"
+BENCH_ARGS ?=
+bench: env
+	$(BIN)/python bench/run.py --device auto $(BENCH_ARGS)
+
+bench-course: env
+	$(BIN)/python bench/run.py course $(BENCH_ARGS)
 
 # nbgrader's lab extensions (the Validate button among them) are installed and enabled with the package.
 lab: env

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # What the book build reads besides the paths that _config.yml names (see _config_paths).
 BOOK_FILES = ("_config.yml", "_toc.yml", "references.bib")
-BOOK_DIRS = ("book", "_static")  # jupyter-book serves a top-level _static/ and links its CSS and JS
+BOOK_DIRS = ("book", "_static", "bench/results")  # _static/: served, its CSS and JS linked; bench/results: the
+# data the Performance appendix reads
 
 
 @dataclass(frozen=True)

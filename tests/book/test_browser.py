@@ -26,6 +26,8 @@ import os
 import re
 import shutil
 import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -145,6 +147,8 @@ class Visit:
     def _console(self, msg):
         if msg.type == "error":
             where = msg.location.get("url", "") if isinstance(msg.location, dict) else ""
+            if urlsplit(where).path == "/favicon.ico":
+                return  # the browser's own late icon request: checked explicitly, not raced
             self.errors.append(f"console error: {msg.text} ({where})")
 
     def _response(self, response):
@@ -191,33 +195,52 @@ async () => {
 }
 """
 
-# Missing glyphs, measured: Chromium draws a character that no font in the element's font list (nor any system
-# fallback font) covers with the primary font's .notdef glyph, and that box is the same picture for every
-# missing character. So each distinct CJK character of the page is drawn on a canvas with the font list of the
-# element it appears in, and compared pixel by pixel with a character no font has (U+10FFFD, private use):
-# a character whose picture equals it is rendered as a box. Two such reference characters must give the same
-# picture, or the method does not hold on this machine and the test says so. (document.fonts.check() cannot do
-# this: it answers true whenever no web font is still loading, whether or not a glyph exists.)
-TOFU_JS = r"""
-async (extra) => {
-  const cjk = /[\u2e80-\u2fff\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]/g;
-  const groups = new Map();   // font-family list -> set of characters
-  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
-  let node;
-  while ((node = walker.nextNode())) {
-    const chars = node.nodeValue.match(cjk);
-    if (!chars) continue;
-    const el = node.parentElement;
-    if (!el || el.closest('script, style, noscript')) continue;
+# Chinese text, checked in two ways, because either alone can be fooled.
+#
+# 1. Some font has the glyphs (canvas). Chromium draws a character that no font of the element's font list (nor
+#    any system fallback font) covers with the primary font's .notdef glyph, the same box for every missing
+#    character. Each distinct CJK character of the page is drawn on a canvas with the font list of the elements
+#    it appears in, and compared pixel by pixel with a character no font has (U+10FFFD, private use); one whose
+#    picture equals that box has no glyph anywhere. Two such reference characters must draw alike, or the method
+#    does not hold and the test says so. (document.fonts.check() cannot do this: it answers true whenever no web
+#    font is still loading, whether or not any font has the glyph.)
+# 2. The page really painted them with such a font (DevTools' "Rendered Fonts", CSS.getPlatformFontsForNode).
+#    A canvas draws with the fonts available now; an element laid out earlier can keep a stale layout (Chromium
+#    keeps a sidebar link drawn with .notdef boxes after a web font arrived, seen here). So a fresh element per
+#    font list, holding the page's CJK characters, tells which fonts draw CJK here; then every visible element
+#    with CJK characters in its own text must have at least that many glyphs drawn by those fonts.
+CJK_MARK_JS = r"""
+() => {
+  const cjk = /[\u2e80-\u2fff\u3001-\u303f\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uff01-\uffef]/g;
+  const marked = [], groups = {};
+  for (const el of document.body.querySelectorAll('*')) {
+    if (el.closest('script, style, noscript, template, mjx-container')) continue;
+    const details = el.closest('details:not([open])');  // a folded cell: not drawn until opened
+    if (details && !el.closest('summary')) continue;
+    const chars = [];
+    for (const t of el.childNodes) if (t.nodeType === 3) chars.push(...(t.nodeValue.match(cjk) || []));
+    if (!chars.length || el.getClientRects().length === 0) continue;
     const family = getComputedStyle(el).fontFamily;
-    if (!groups.has(family)) groups.set(family, new Set());
-    chars.forEach(c => groups.get(family).add(c));
+    el.setAttribute('data-cjk-check', String(marked.length));
+    marked.push({family: family, count: chars.length, text: el.textContent.trim().slice(0, 50)});
+    (groups[family] = groups[family] || new Set());
+    chars.forEach(c => groups[family].add(c));
   }
-  if (extra) {
-    const family = getComputedStyle(document.body).fontFamily;
-    if (!groups.has(family)) groups.set(family, new Set());
-    Array.from(extra).forEach(c => groups.get(family).add(c));
+  const probes = [];
+  for (const [family, set] of Object.entries(groups)) {
+    const span = document.createElement('span');
+    span.style.fontFamily = family;
+    span.textContent = Array.from(set).join('');
+    span.setAttribute('data-cjk-probe', String(probes.length));
+    document.body.appendChild(span);
+    probes.push({family: family, chars: span.textContent});
   }
+  return {marked: marked, probes: probes};
+}
+"""
+
+TOFU_JS = r"""
+async (groups) => {
   await document.fonts.ready;
   const canvas = document.createElement('canvas');
   canvas.width = 48; canvas.height = 48;
@@ -230,38 +253,85 @@ async (extra) => {
     ctx.fillText(ch, 2, 2);
     return ctx.getImageData(0, 0, 48, 48).data.join(',');
   };
-  const result = {checked: 0, boxes: [], groups: [], method_ok: true};
-  for (const [family, chars] of groups) {
-    const text = Array.from(chars).join('');
-    try { await document.fonts.load(`40px ${family}`, text); } catch (e) {}
+  const result = {checked: 0, boxes: [], method_ok: true};
+  for (const {family, chars} of groups) {
+    try { await document.fonts.load(`40px ${family}`, chars); } catch (e) {}
     const box = picture('\u{10FFFD}', family);
     if (box !== picture('\u{10FFFC}', family)) result.method_ok = false;
-    const missing = Array.from(chars).filter(c => picture(c, family) === box);
-    result.checked += chars.size;
-    result.boxes.push(...missing);
-    result.groups.push({family: family, chars: chars.size, boxes: missing.join('')});
+    for (const c of Array.from(chars)) {
+      result.checked += 1;
+      if (picture(c, family) === box) result.boxes.push(c);
+    }
   }
   return result;
 }
 """
 
 
-def _platform_fonts(page, text: str) -> list[str]:
-    """The fonts Chromium actually used to draw ``text`` in the body's font (DevTools' "Rendered Fonts")."""
-    page.evaluate("t => { const s = document.createElement('span'); s.id = 'cjk-probe'; s.textContent = t; "
-                  "document.body.appendChild(s); }", text)
+def _rendered_fonts(page, selector: str) -> dict[int, list[dict]]:
+    """For each element matching ``selector[data-...=i]``: the fonts Chromium drew its own text with."""
+    attr = selector.strip("[]")
     cdp = page.context.new_cdp_session(page)
     try:
         cdp.send("DOM.enable")
         cdp.send("CSS.enable")
         root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
-        node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": "#cjk-probe"})["nodeId"]
-        fonts = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
-        return [f"{f['familyName']}{' (web font)' if f.get('isCustomFont') else ''}: {f['glyphCount']} glyphs"
-                for f in fonts]
+        out = {}
+        for node in cdp.send("DOM.querySelectorAll", {"nodeId": root, "selector": selector})["nodeIds"]:
+            attrs = cdp.send("DOM.getAttributes", {"nodeId": node})["attributes"]
+            index = int(dict(zip(attrs[::2], attrs[1::2]))[attr])
+            out[index] = cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+        return out
     finally:
-        page.evaluate("() => document.getElementById('cjk-probe')?.remove()")
         cdp.detach()
+
+
+def _fonts_text(fonts: list[dict]) -> str:
+    return ", ".join(f"{f['familyName']}{' (web font)' if f.get('isCustomFont') else ''} x{f['glyphCount']}"
+                     for f in fonts) or "nothing"
+
+
+def check_chinese(page) -> list[str]:
+    """Problems with the page's Chinese text: characters no font has, elements drawn without a CJK font."""
+    marks = page.evaluate(CJK_MARK_JS)
+    if not marks["marked"]:
+        return []
+    problems = []
+    tofu = page.evaluate(TOFU_JS, marks["probes"])
+    if not tofu["method_ok"]:
+        problems.append("missing-glyph check does not hold here: two characters no font has drew differently")
+    probe_fonts = _rendered_fonts(page, "[data-cjk-probe]")
+    if tofu["boxes"]:
+        problems.append(f"{len(tofu['boxes'])} of {tofu['checked']} distinct Chinese characters have no glyph in "
+                        f"any font (e.g. {''.join(tofu['boxes'][:20])}); drawn with: "
+                        f"{_fonts_text(probe_fonts.get(0, []))}")
+    cjk_fonts = {p["family"]: {f["familyName"] for f in probe_fonts.get(i, []) if f["glyphCount"]}
+                 for i, p in enumerate(marks["probes"])}
+    stale = []
+    for i, fonts in sorted(_rendered_fonts(page, "[data-cjk-check]").items()):
+        mark = marks["marked"][i]
+        if not fonts:
+            continue  # not drawn at all (nothing for a reader to see)
+        drawn = sum(f["glyphCount"] for f in fonts if f["familyName"] in cjk_fonts[mark["family"]])
+        if drawn < mark["count"]:
+            stale.append(f"{mark['text']!r} ({mark['count']} CJK characters) drawn with {_fonts_text(fonts)}")
+    if stale:
+        problems.append(f"{len(stale)} of {len(marks['marked'])} elements draw Chinese without a CJK font "
+                        f"(the CJK fonts here: {sorted(set().union(*cjk_fonts.values()))}): " + "; ".join(stale[:5]))
+    page.evaluate("() => document.querySelectorAll('[data-cjk-probe]').forEach(e => e.remove())")
+    return problems
+
+
+def _http_status(url: str) -> int | None:
+    if urlsplit(url).hostname != HOST:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return None
 
 
 def _screenshot_name(docname: str) -> str:
@@ -292,13 +362,15 @@ def test_page_reads_right_in_a_browser(visit, docname):
     if images["broken"]:
         problems.append(f"{len(images['broken'])} of {images['count']} images do not load: {images['broken'][:5]}")
 
-    tofu = visit.page.evaluate(TOFU_JS, "")
-    if not tofu["method_ok"]:
-        problems.append("missing-glyph check does not hold here: two characters no font has drew differently")
-    if tofu["boxes"]:
-        sample = "".join(tofu["boxes"][:20])
-        problems.append(f"{len(tofu['boxes'])} of {tofu['checked']} Chinese characters render as missing-glyph "
-                        f"boxes (e.g. {sample}); fonts used: {_platform_fonts(visit.page, sample)}")
+    problems += check_chinese(visit.page)
+
+    icon = visit.page.evaluate("() => { const l = document.querySelector('link[rel~=\"icon\"]'); "
+                               "return l ? l.href : new URL('/favicon.ico', location.href).href; }")
+    status = _http_status(icon)
+    if status != 200:
+        # Browsers fetch the icon on their own after the load event (a late, racy console error): check it here.
+        problems.append(f"the page icon {icon} does not load (HTTP {status}); a reader's console shows that "
+                        f"error (set html.favicon in _config.yml)")
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     shot = SCREENSHOTS / _screenshot_name(docname)
@@ -340,6 +412,7 @@ def test_the_checks_themselves_catch_faults(visit):
                         "i.src = 'http://example.com/pixel.png'; document.body.appendChild(i); })")
     assert any("example.com" in u for u in visit.outside), visit.outside
     assert visit.page.evaluate(IMAGES_JS)["broken"], "a blocked image must count as broken"
-    tofu = visit.page.evaluate(TOFU_JS, "\U000F0000A")
+    family = visit.page.evaluate("getComputedStyle(document.body).fontFamily")
+    tofu = visit.page.evaluate(TOFU_JS, [{"family": family, "chars": "\U000F0000A"}])
     assert tofu["method_ok"]
-    assert "\U000F0000" in tofu["boxes"] and "A" not in tofu["boxes"], tofu
+    assert tofu["boxes"] == ["\U000F0000"], tofu
