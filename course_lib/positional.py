@@ -315,12 +315,17 @@ def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0,
     rotation by ``a - b``, ``apply_rotary(q)[m] . apply_rotary(k)[n]`` depends on
     ``q``, ``k`` and ``m - n`` only: attention sees relative positions.
 
-    **Layout.** This is the RoFormer paper's (and GPT-J's) *interleaved* layout.
-    GPT-NeoX and LLaMA code (``rotate_half`` in transformers) pairs coordinate ``i``
-    with ``i + Dh/2`` instead. The two are the same operation up to a fixed
-    permutation of the head's coordinates (:func:`interleaved_to_half`); since
-    ``W_q`` and ``W_k`` are learned, either layout gives an equally good model, but
-    weights trained with one layout must be permuted before use with the other.
+    **Layout.** This is the *interleaved* layout of the RoFormer paper, GPT-J and Meta's
+    reference LLaMA code (whose ``apply_rotary_emb`` reshapes each head into neighbouring
+    pairs ``(2i, 2i+1)`` and calls ``torch.view_as_complex``). GPT-NeoX's code and
+    transformers' port of LLaMA (``rotate_half``) pair coordinate ``i`` with ``i + Dh/2``
+    instead. The two are the same operation up to a fixed permutation of the head's
+    coordinates (:func:`interleaved_to_half`); since ``W_q`` and ``W_k`` are learned, either
+    layout gives an equally good model, but weights trained with one layout must be permuted
+    before use with the other. transformers' ``convert_llama_weights_to_hf.py`` does exactly
+    that to Meta's checkpoints: it permutes the rows of ``W_q`` and ``W_k`` inside each head
+    (``interleaved_to_half`` on each head's rows), so LLaMA weights from the Hugging Face hub
+    are in the rotate-half layout and Meta's original files in this one.
 
     **Precision.** Angles, cosines, sines and the rotation are computed in float32 at least
     (float64 for float64 input); only the result is cast back to ``x``'s dtype, so bfloat16 and
@@ -373,10 +378,13 @@ def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0,
 
 
 def interleaved_to_half(x: torch.Tensor) -> torch.Tensor:
-    """Reorder the last dim from RoFormer pairs ``(0,1), (2,3), ...`` to rotate-half pairs ``(i, i + Dh/2)``.
+    """Reorder the last dim from interleaved pairs ``(0,1), (2,3), ...`` to rotate-half pairs ``(i, i + Dh/2)``.
 
     ``[x0, x1, x2, x3, ...] -> [x0, x2, ..., x1, x3, ...]``. Then
-    ``llama_rope(interleaved_to_half(x)) == interleaved_to_half(apply_rotary(x))``.
+    ``rotate_half_rope(interleaved_to_half(x)) == interleaved_to_half(apply_rotary(x))``, where
+    ``rotate_half_rope`` is GPT-NeoX's or transformers' LLaMA rotation. Applied to the rows of each
+    head of ``W_q`` and ``W_k``, it is the permutation transformers' LLaMA conversion script applies to
+    Meta's (interleaved) checkpoints.
     """
     _check_even(x.shape[-1], f"interleaved_to_half (x of shape {tuple(x.shape)})", "Dh")
     return torch.cat((x[..., 0::2], x[..., 1::2]), dim=-1)  # (..., Dh)

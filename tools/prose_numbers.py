@@ -51,6 +51,11 @@ ALLOWED: dict[str, dict[str, str]] = {
         "768": "GPT-2 small's width",
         "64": "a head width of the papers (512 / 8)",
     },
+    "04_positional_encodings": {
+        "32768": "the longest context Chen et al. (2023) reach by position interpolation",
+        "2048": "LLaMA's published training context, as quoted from Chen et al. (2023)",
+        "1000": "Chen et al.'s (2023) published number of fine-tuning steps",
+    },
     "05_attention_vs_cnn_rnn": {"4096": "Mistral 7B's published sliding-window size"},
     "06_transformer_blocks": {"4000": "the paper's published warm-up steps (section 5.3)"},
 }

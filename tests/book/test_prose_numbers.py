@@ -13,7 +13,16 @@ _spec = importlib.util.spec_from_file_location("prose_numbers", ROOT / "tools" /
 prose_numbers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(prose_numbers)
 
-CHAPTERS = sorted(p.name for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+# Chapters whose prose still quotes numbers by hand (issue 12 is converting them to glue). Strict: once a
+# chapter is clean, this test fails until the chapter is removed from the list, so the list can only shrink.
+NOT_YET_GLUED = {"02_self_attention.ipynb",
+                 "06_transformer_blocks.ipynb", "07_masks.ipynb"}
+
+CHAPTERS = [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="numbers in the prose not yet glued"))
+    if name in NOT_YET_GLUED else name
+    for name in sorted(p.name for p in (ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+]
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
