@@ -505,7 +505,8 @@ class Transformer(nn.Module):
     only the new tokens go in and the cache grows in place.
 
     Embeddings are initialised with standard deviation ``D ** -0.5``, so that after the ``sqrt(D)`` scaling
-    they have unit scale, like the sinusoidal positions added to them. Block weights use Xavier-uniform
+    their entries have RMS 1, the same order as the sinusoidal positions added to them (RMS ``1/sqrt(2)``:
+    every position vector has length ``sqrt(D/2)``; chapter 06 measures both). Block weights use Xavier-uniform
     initialisation, as ``nn.Transformer`` does. The output projection has no bias; with
     ``cfg.tie_embeddings`` its weight *is* the target embedding matrix (paper, section 3.4), and with
     ``cfg.share_src_tgt_embeddings`` the source embedding is that same matrix too.

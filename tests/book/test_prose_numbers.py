@@ -13,10 +13,9 @@ _spec = importlib.util.spec_from_file_location("prose_numbers", ROOT / "tools" /
 prose_numbers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(prose_numbers)
 
-# Chapters whose prose still quotes numbers by hand (issue 12 is converting them to glue). Strict: once a
+# Chapters whose prose still quotes numbers by hand (being converted to glue). Strict: once a
 # chapter is clean, this test fails until the chapter is removed from the list, so the list can only shrink.
-NOT_YET_GLUED = {"02_self_attention.ipynb", 
-                 "06_transformer_blocks.ipynb"}
+NOT_YET_GLUED = {"02_self_attention.ipynb"}
 
 CHAPTERS = [
     pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="numbers in the prose not yet glued"))
@@ -49,7 +48,7 @@ def _code(src, out=""):
     ("The loss falls to 0.029.", "loss 0.0285\n", True),           # rounded to the prose's precision
     ("The loss falls to 0.031.", "loss 0.0285\n", False),          # drifted
     ("Pads are 36 % of the positions.", "fraction 0.3612\n", True),
-    ("Equal up to about `1e-6`.", "difference 5.5e-06\n", False),  # the ch07 case of issue 12
+    ("Equal up to about `1e-6`.", "difference 5.5e-06\n", False),  # the case chapter 07 once had
     ("Equal up to about `6e-6`.", "difference 5.5e-06\n", True),
     ("It has 21,184 tokens.", "21184\n", True),
     ("Section 3.2 of the paper, in 2017, with 3 seeds.", "", True),  # constants by rule
