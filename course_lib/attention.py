@@ -20,6 +20,21 @@ This module is the one attention core of the course; every other module calls it
 Masks follow :mod:`course_lib.masks`: boolean, True means "may attend",
 broadcastable to ``(B, H, T, S)``. Dimension names: B batch, H heads, T queries,
 S keys, D model width, Dh head width.
+
+Fully masked rows (a query that may see no key, e.g. a left pad under a causal mask) have no meaningful
+answer, and PyTorch gives several:
+
+* ``torch.nn.functional.scaled_dot_product_attention`` returns zeros on the CPU (since torch 2.5; NaN before),
+  with its math and flash CPU kernels, in float64, float32, bfloat16 and float16. On a CUDA GPU it depends
+  on the kernel and the dtype: measured on an H200 with torch 2.11, zeros in float32 (default, math and
+  memory-efficient kernels), but the *mean of the values* in float16 with the default (cuDNN) kernel.
+* ``torch.nn.MultiheadAttention`` returns NaN with its default ``need_weights=True`` (on the CPU, and on the
+  GPU in float32 and float16, measured as above) and on its CPU fast path (eval mode, no grad,
+  self-attention); it returns zeros only with ``need_weights=False`` off the fast path, which routes it to
+  the function above.
+
+Every function here returns zeros for such a row, whatever the kernel: :func:`masked_softmax` by its fill and
+mask, :func:`fused_attention` by zeroing the row after PyTorch's kernel. Chapter 02 shows the CPU cases.
 """
 from __future__ import annotations
 
