@@ -153,7 +153,10 @@ def _copy_norm(ours: nn.LayerNorm, theirs: nn.LayerNorm, what: str) -> None:
 def _load_mha(ours: MultiHeadAttention, mha: nn.MultiheadAttention) -> None:
     where = "load_torch_weights (nn.MultiheadAttention)"
     bias = _check_torch_mha(mha, where)
-    if mha.embed_dim != ours.d_model or mha.num_heads != ours.n_heads or ours.n_kv_heads != ours.n_heads:
+    if ours.n_kv_heads != ours.n_heads:
+        raise ValueError(f"{where}: ours has n_kv_heads={ours.n_kv_heads} < n_heads={ours.n_heads} (grouped-query "
+                         f"attention), which nn.MultiheadAttention does not have")
+    if mha.embed_dim != ours.d_model or mha.num_heads != ours.n_heads:
         raise ValueError(
             f"{where}: expected embed_dim={ours.d_model}, num_heads={ours.n_heads} (n_kv_heads={ours.n_kv_heads}); "
             f"received embed_dim={mha.embed_dim}, num_heads={mha.num_heads}"
@@ -223,7 +226,7 @@ def mha_from_torch(mha: nn.MultiheadAttention, cls: type = MultiHeadAttention) -
     bias = _check_torch_mha(mha, "from_torch (nn.MultiheadAttention)")
     ours = _like(cls(mha.embed_dim, mha.num_heads, bias=bias, dropout=mha.dropout), mha.in_proj_weight)
     _load_mha(ours, mha)
-    return ours
+    return ours.train(mha.training)
 
 
 def from_torch(module: nn.Module, **config_fields) -> nn.Module:
@@ -237,8 +240,8 @@ def from_torch(module: nn.Module, **config_fields) -> nn.Module:
 
     Returns:
         a :class:`MultiHeadAttention`, :class:`EncoderBlock`, :class:`DecoderBlock`, :class:`Encoder`,
-        :class:`Decoder` or :class:`Transformer` (new embeddings, PyTorch's stacks), with the same dtype and
-        device as ``module``.
+        :class:`Decoder` or :class:`Transformer` (new embeddings, PyTorch's stacks), with the same dtype,
+        device and training mode as ``module`` (dropout on or off as there).
 
     Raises:
         ValueError: for settings we do not compute (see the module docstring) and other module types.
@@ -250,7 +253,7 @@ def from_torch(module: nn.Module, **config_fields) -> nn.Module:
         block = (DecoderBlock if decoder else EncoderBlock)(**_block_kwargs(module, decoder))
         block = _like(block, module.linear1.weight)
         _load_block(block, module)
-        return block
+        return block.train(module.training)
     if isinstance(module, (nn.TransformerEncoder, nn.TransformerDecoder)):
         decoder = isinstance(module, nn.TransformerDecoder)
         if len(module.layers) == 0:
@@ -259,7 +262,7 @@ def from_torch(module: nn.Module, **config_fields) -> nn.Module:
         stack = (Decoder if decoder else Encoder)(len(module.layers), **kwargs, final_norm=module.norm is not None)
         stack = _like(stack, module.layers[0].linear1.weight)
         _load_stack(stack, module)
-        return stack
+        return stack.train(module.training)
     if isinstance(module, nn.Transformer):
         missing = {"src_vocab_size", "tgt_vocab_size"} - set(config_fields)
         if missing:
@@ -272,7 +275,7 @@ def from_torch(module: nn.Module, **config_fields) -> nn.Module:
                                    "n_decoder_layers": len(module.decoder.layers), **config_fields})
         model = _like(Transformer(cfg), module.encoder.layers[0].linear1.weight)
         load_torch_weights(model, module)
-        return model
+        return model.train(module.training)
     raise ValueError(f"from_torch: no course_lib counterpart for {type(module).__name__} (expected "
                      f"nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, "
                      f"nn.TransformerEncoder, nn.TransformerDecoder or nn.Transformer)")

@@ -8,6 +8,7 @@ from course_lib import interop
 from course_lib.attention import MultiHeadAttention
 from course_lib.masks import causal_mask, padding_mask, to_key_padding_mask, to_torch_attn_mask
 from course_lib.transformer import Decoder, DecoderBlock, Encoder, EncoderBlock, Transformer, TransformerConfig
+from course_lib.interop import from_torch, load_torch_weights, to_torch
 from _helpers import rand as _rand, randomize as _randomize
 
 D, H, FF = 16, 4, 24
@@ -252,3 +253,40 @@ def test_from_torch_keeps_dtype_and_device(device):
     assert ours.norm1.weight.dtype == torch.float64 and ours.norm1.weight.device.type == device.type
     x = torch.randn(2, 5, D, dtype=torch.float64, device=device)
     torch.testing.assert_close(ours(x), ref.eval()(x))
+
+
+# --- training mode travels with the weights, in both directions, for every converter -------------------------
+def _torch_modules():
+    torch.manual_seed(0)
+    D, H = 8, 2
+    enc = nn.TransformerEncoderLayer(D, H, 16, dropout=0.5, batch_first=True)
+    dec = nn.TransformerDecoderLayer(D, H, 16, dropout=0.5, batch_first=True)
+    return {
+        "MultiheadAttention": nn.MultiheadAttention(D, H, dropout=0.5, batch_first=True),
+        "TransformerEncoderLayer": enc,
+        "TransformerDecoderLayer": dec,
+        "TransformerEncoder": nn.TransformerEncoder(enc, 2, enable_nested_tensor=False),
+        "TransformerDecoder": nn.TransformerDecoder(dec, 2),
+    }
+
+
+@pytest.mark.parametrize("name", list(_torch_modules()))
+@pytest.mark.parametrize("training", [True, False])
+def test_from_torch_and_to_torch_keep_the_training_mode(name, training):
+    theirs = _torch_modules()[name].train(training)
+    ours = from_torch(theirs)
+    assert ours.training == training and all(m.training == training for m in ours.modules())
+    back = to_torch(ours)
+    assert back.training == training
+
+
+def test_transformer_from_torch_keeps_the_training_mode():
+    theirs = nn.Transformer(8, 2, 1, 1, 16, dropout=0.5, batch_first=True, norm_first=True).eval()
+    ours = from_torch(theirs, src_vocab_size=5, tgt_vocab_size=5, norm_first=True)
+    assert not ours.training and not any(m.training for m in ours.modules())
+
+
+def test_grouped_query_attention_has_no_torch_counterpart():
+    ours = MultiHeadAttention(8, 2, n_kv_heads=1)
+    with pytest.raises(ValueError, match="grouped-query"):
+        load_torch_weights(ours, nn.MultiheadAttention(8, 2))
