@@ -27,8 +27,9 @@ residual path itself, so every block's output has unit scale, but the gradient m
 layer norms on its way down; deep post-norm stacks need a learning-rate warm-up to train.
 
 *Pre-norm* (``norm_first=True``, GPT-2 and most later models): ``x = x + sublayer(LayerNorm(x))``. The
-residual path is a clean sum from the embeddings to the top, so gradients reach the bottom unchanged and
-deep stacks train without warm-up (Xiong et al., 2020). Because nothing normalises that sum, the stack
+residual path is a clean sum from the embeddings to the top, so the top gradient reaches the bottom through
+the identity path, undiminished (each branch adds its own contribution), and deep stacks train without
+warm-up (Xiong et al., 2020). Because nothing normalises that sum, the stack
 ends with one extra LayerNorm (:class:`Encoder` and :class:`Decoder` add it by default only when
 ``norm_first``).
 
