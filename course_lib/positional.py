@@ -76,11 +76,15 @@ def sinusoidal_encoding(
     ``PE[pos, 2i] = sin(pos / base^(2i/D))`` and ``PE[pos, 2i+1] = cos(pos / base^(2i/D))``
     for ``pos = start, ..., start + T - 1``. Pair ``i`` turns at frequency
     ``base^(-2i/D)``: the first pair once every ``2 pi`` positions, the last one
-    about ``base`` times slower.
+    (``i = D/2 - 1``) ``base^((D-2)/D)`` times slower: 5623 times for ``D = 32``, close
+    to ``base`` only for a large ``D``.
 
-    Some libraries (fairseq, Marian, GPT-J's rotary table) store the same numbers
-    with all sines first and all cosines second (``[sin | cos]``); that is a
-    permutation of the columns, not a different encoding.
+    Some libraries (Marian in transformers, GPT-J's rotary table) store the same
+    numbers with all sines first and all cosines second (``[sin | cos]``); that is a
+    permutation of the columns, not a different encoding. fairseq and tensor2tensor
+    also store ``[sin | cos]``, but with slightly different frequencies,
+    ``exp(-i ln(base) / (D/2 - 1))`` (the last pair exactly ``base`` times slower): up to
+    44 % lower than these for ``D = 32``, so their table is not a permutation of this one.
 
     Args:
         T: number of positions.
@@ -224,8 +228,12 @@ def positions_from_mask(
     the padding mask (``padding_mask``: ``(B, 1, 1, S)``; ``seq2seq_masks``' ``padding AND causal``,
     whose last row is the padding row). Token ``i`` then sits at ``i - (number of pads before the
     first real token)``; the leading pads get position 0. Right padding and no padding give
-    ``0 .. S-1`` unchanged. (transformers' GPT-2 makes ``position_ids`` from ``attention_mask`` the same
-    way, ``attention_mask.cumsum(-1) - 1``.)
+    ``0 .. S-1`` unchanged. (transformers' generation code, ``GenerationMixin`` in
+    ``generation/utils.py``, makes ``position_ids`` from ``attention_mask`` in another way:
+    ``attention_mask.cumsum(-1) - 1``, every pad set to 0 (transformers 5.24). The two agree on the
+    real tokens of left-padded, right-padded and unpadded rows; they differ on pads after the real
+    tokens, which keep counting here, and on rows with pads between real tokens, which transformers
+    counts over real tokens only.)
 
     Args:
         mask: the attention mask (boolean, True = may attend), broadcastable to ``(B, H, T, S)``; None =
@@ -329,7 +337,9 @@ def apply_rotary(x: torch.Tensor, start: int = 0, base: float = 10000.0,
 
     **Precision.** Angles, cosines, sines and the rotation are computed in float32 at least
     (float64 for float64 input); only the result is cast back to ``x``'s dtype, so bfloat16 and
-    float16 inputs are off by their own rounding only (as transformers' LLaMA rotary embedding does).
+    float16 inputs are off by their own rounding only. transformers' LLaMA rotary embedding (5.24)
+    also computes the angles, cosines and sines in float32, but then casts ``cos`` and ``sin`` to
+    ``x``'s dtype and does the rotation in that dtype.
 
     Apply it to queries and keys (never to values), per head, after
     :func:`course_lib.attention.split_heads`.
