@@ -57,7 +57,8 @@ def _grade(args) -> int:
 def _validate(args) -> int:
     from course_lib.grading import notebooks as nbk
     from course_lib.grading.sandbox import Limits, run_untrusted
-    from course_lib.grading.submissions import ALWAYS_FORBIDDEN, _read_notebook, belongs, forbidden_uses, graded_ids
+    from course_lib.grading.submissions import (ALWAYS_FORBIDDEN, _read_notebook, belongs, defined_names,
+                                               forbidden_uses, graded_ids)
 
     path = Path(args.notebook)
     if not path.is_file():
@@ -92,10 +93,11 @@ def _validate(args) -> int:
     for gid in missing:
         problems.append(f"cell {gid} is missing from your notebook (it will be restored before grading)")
     cells = []
+    own = defined_names(c.source for c in nb.cells if c.cell_type == "code")
     for i, c in enumerate(c for c in nb.cells if c.cell_type == "code"):
         cells.append({"index": i, "grade_id": nbk.grade_id(c), "source": c.source})
         if nbk.is_solution_cell(c):
-            uses = forbidden_uses(c.source, forbidden)
+            uses = forbidden_uses(c.source, forbidden, own)
             if uses:
                 problems.append(f"answer cell {nbk.grade_id(c)} uses {', '.join(uses)}, which this exercise "
                                 f"does not allow: it would not be run when graded")

@@ -32,7 +32,7 @@ from course_lib.grading import notebooks as nbk
 from course_lib.grading.probes import compare, exec_cells, load_spec, run_probes
 from course_lib.grading.sandbox import Limits, run_untrusted, sandbox_available
 from course_lib.grading.submissions import (
-    ALWAYS_FORBIDDEN, Submission, discover, forbidden_uses, locate_notebook, restore_notebook,
+    ALWAYS_FORBIDDEN, Submission, defined_names, discover, forbidden_uses, locate_notebook, restore_notebook,
 )
 
 __all__ = ["GradingError", "Course", "StudentResult", "grade_assignment", "decode_outputs"]
@@ -181,9 +181,10 @@ def grade_one(sub: Submission, course: Course, spec, refs: dict, limits: Limits,
     problems = list(sub.problems) + notes
     release_by_id = nbk.cells_by_grade_id(release)
     forbidden = list(spec.FORBIDDEN) + ALWAYS_FORBIDDEN
+    own = defined_names(c["source"] for c in cells if c["kind"] in ("answer", "extra", "readonly"))
     for cell in cells:
         if cell["kind"] in ("answer", "extra"):
-            uses = forbidden_uses(cell["source"], forbidden)
+            uses = forbidden_uses(cell["source"], forbidden, own)
             if uses:
                 where = f"answer cell {cell['grade_id']}" if cell["kind"] == "answer" else "an added cell"
                 problems.append(f"{where} uses {', '.join(uses)}, which this exercise does not allow; "

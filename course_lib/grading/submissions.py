@@ -21,7 +21,7 @@ from course_lib.grading.notebooks import (
     grade_id, is_locked_cell, is_solution_cell, is_test_cell, nbgrader_meta, remove_hidden_tests,
 )
 
-__all__ = ["Submission", "discover", "locate_notebook", "belongs", "restore_notebook", "forbidden_uses", "ALWAYS_FORBIDDEN"]
+__all__ = ["Submission", "discover", "locate_notebook", "belongs", "restore_notebook", "forbidden_uses", "defined_names", "ALWAYS_FORBIDDEN"]
 
 MAX_ZIP_BYTES = 50 * 2**20  # uncompressed size a zip may unpack to
 MAX_NOTEBOOK_BYTES = 20 * 2**20
@@ -254,15 +254,22 @@ def restore_notebook(student_nb, source_nb, release_nb) -> tuple[list, list[str]
     return cells, notes
 
 
-def _names(tree: ast.AST) -> set[str]:
+def _names(tree: ast.AST, own: frozenset[str] = frozenset()) -> set[str]:
+    """Every name the code uses. A bare name in ``own`` (a function or class the notebook defines itself) is
+    the notebook's own and is left out; the same name reached as an attribute (``F.one_hot``) or imported
+    (``from torch.nn.functional import one_hot``) is always counted. A star import counts every bare name."""
+    star = any(isinstance(n, ast.ImportFrom) and any(a.name == "*" for a in n.names) for n in ast.walk(tree))
+    own = frozenset() if star else own
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
-            names.add(node.id)
+            if node.id not in own:
+                names.add(node.id)
         elif isinstance(node, ast.Attribute):
             names.add(node.attr)
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            mods = [a.name for a in node.names] + ([node.module] if getattr(node, "module", None) else [])
+            mods = [a.name for a in node.names] + [a.asname for a in node.names if a.asname]
+            mods += [node.module] if getattr(node, "module", None) else []
             for m in mods:
                 names.update(m.split("."))
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -270,10 +277,27 @@ def _names(tree: ast.AST) -> set[str]:
     return names
 
 
-def forbidden_uses(source: str, forbidden: list[str]) -> list[str]:
+def defined_names(sources) -> frozenset[str]:
+    """Functions and classes that cells define with ``def`` or ``class`` (not by assignment or import)."""
+    out = set()
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        out.update(n.name for n in ast.walk(tree)
+                   if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)))
+    return frozenset(out)
+
+
+def forbidden_uses(source: str, forbidden: list[str], own=frozenset()) -> list[str]:
     """Forbidden names an answer cell's code uses: identifiers, attributes, imports, and names inside strings.
 
-    Docstrings and comments may mention anything; only code counts.
+    Docstrings and comments may mention anything; only code counts. ``own``: functions and classes the
+    notebook itself defines (:func:`defined_names` of its cells). An exercise whose answer is called like
+    PyTorch's function (``scaled_dot_product_attention``, ``one_hot``) forbids PyTorch's, not the student's:
+    calling one's own function by its bare name is allowed, reaching PyTorch's through an attribute or an
+    import is not.
     """
     try:
         tree = ast.parse(source)
@@ -285,5 +309,15 @@ def forbidden_uses(source: str, forbidden: list[str]) -> list[str]:
             first = body[0]
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
                 body[0] = ast.Pass()
-    used = _names(tree)
+    used = _names(tree, frozenset(own))
+    # A name defined by def/class and also bound by an assignment or import somewhere in this cell is not
+    # (only) the notebook's own: count it.
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.NamedExpr)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        for t in targets:
+            for n in ast.walk(t):
+                if isinstance(n, ast.Name) and n.id in own:
+                    used.add(n.id)
     return sorted(n for n in set(forbidden) if n in used)
