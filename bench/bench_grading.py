@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_grading.py [--students 20] [--jobs 2] [--assignment ex02_self_attention]
 
-Half the class hands in the solution, half the solution with a classic bug (tests/exercise_bugs/). Prints the wall
+Half the class hands in the solution, half the solution with a classic bug (tests/grader/exercise_bugs/). Prints the wall
 time, the time per submission, and the sandbox start-up cost measured in the same run (an empty notebook), and
 writes them to bench/results/grading.md.
 """
@@ -33,7 +33,7 @@ def main() -> None:
     a = args.assignment
     source = read(ROOT / "solutions" / a / f"{a}.ipynb")
     release = read(ROOT / "exercises" / a / f"{a}.ipynb")
-    bug = json.loads((ROOT / "tests" / "exercise_bugs" / f"{a}.json").read_text())["bugs"][0]
+    bug = json.loads((ROOT / "tests" / "grader" / "exercise_bugs" / f"{a}.json").read_text())["bugs"][0]
     solution = fill_release(release, source)
     sandboxed, why = sandbox_available()
 

@@ -5,8 +5,12 @@ student's namespace inside the sandbox and on the solution's namespace outside, 
 """
 import torch
 
-ANSWERS = ["attention", "SelfAttention"]
-FORBIDDEN = ["scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward", "course_lib"]
+ANSWERS = ["scaled_dot_product_attention", "SelfAttention"]
+# The answer has the name of PyTorch's function (and course_lib's). The grader counts a bare name the notebook defines
+# itself (def/class) as the student's own, so F.scaled_dot_product_attention and any import of it stay forbidden while
+# the answer may call itself; torch._C and torch.ops (the kernels underneath) are forbidden too.
+FORBIDDEN = ["scaled_dot_product_attention", "_C", "ops", "MultiheadAttention", "multi_head_attention_forward",
+             "course_lib"]
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
 
 
@@ -15,7 +19,7 @@ def _randn(g, *shape):
 
 
 def probe_test_attention_shapes(ns):
-    att, g = ns["attention"], torch.Generator().manual_seed(10)
+    att, g = ns["scaled_dot_product_attention"], torch.Generator().manual_seed(10)
     cases = {
         "2d": ((3, 4), (5, 4), (5, 2)),
         "batched": ((2, 3, 4), (2, 5, 4), (2, 5, 6)),
@@ -26,7 +30,7 @@ def probe_test_attention_shapes(ns):
 
 
 def probe_test_attention_values(ns):
-    att, g = ns["attention"], torch.Generator().manual_seed(11)
+    att, g = ns["scaled_dot_product_attention"], torch.Generator().manual_seed(11)
     return {
         "small": att(_randn(g, 3, 4), _randn(g, 3, 4), _randn(g, 3, 2)),
         "t_ne_s_batch_heads": att(_randn(g, 2, 3, 4, 8), _randn(g, 2, 3, 7, 8), _randn(g, 2, 3, 7, 5)),
@@ -36,7 +40,7 @@ def probe_test_attention_values(ns):
 
 
 def probe_test_attention_mask(ns):
-    att, g = ns["attention"], torch.Generator().manual_seed(12)
+    att, g = ns["scaled_dot_product_attention"], torch.Generator().manual_seed(12)
     causal = torch.ones(4, 4, dtype=torch.bool).tril()
     pad = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)[:, None, None, :]
     full = torch.ones(3, 5, dtype=torch.bool)

@@ -8,7 +8,11 @@ weights from fixed generators here, so the result does not depend on the order i
 import torch
 
 ANSWERS = ["split_heads", "merge_heads", "MultiHeadAttention", "load_torch_weights"]
-FORBIDDEN = ["scaled_dot_product_attention", "MultiheadAttention", "multi_head_attention_forward", "course_lib"]
+# The answers call the notebook's own scaled_dot_product_attention (the name of PyTorch's function and course_lib's):
+# the grader counts a bare name the notebook defines itself (def/class) as its own, so only PyTorch's (reached as an
+# attribute or imported) is forbidden; torch._C and torch.ops (the kernels underneath) are forbidden too.
+FORBIDDEN = ["scaled_dot_product_attention", "_C", "ops", "MultiheadAttention", "multi_head_attention_forward",
+             "course_lib"]
 TOLERANCE = {"atol": 1e-5, "rtol": 1e-4}
 
 

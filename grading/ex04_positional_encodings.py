@@ -7,7 +7,7 @@ the outputs.
 """
 import torch
 
-ANSWERS = ["sinusoidal_table", "rotate", "rope_qk"]
+ANSWERS = ["sinusoidal_encoding", "apply_rotary", "rope_qk"]
 FORBIDDEN = ["course_lib", "transformers"]
 # float32 tables at positions up to a few hundred: a float32 angle is off by about 1e-5 there
 TOLERANCE = {"atol": 1e-4, "rtol": 1e-4}
@@ -27,7 +27,7 @@ def _outcome(fn, *args, **kwargs):
 
 
 def probe_test_sinusoidal_values(ns):
-    f = ns["sinusoidal_table"]
+    f = ns["sinusoidal_encoding"]
     return {
         "6_8": f(6, 8),
         "1_4": f(1, 4),
@@ -39,7 +39,7 @@ def probe_test_sinusoidal_values(ns):
 
 
 def probe_test_sinusoidal_offset_and_odd(ns):
-    f = ns["sinusoidal_table"]
+    f = ns["sinusoidal_encoding"]
     return {
         "full_30_8": f(30, 8),
         "start_20": f(5, 8, start=20),
@@ -52,7 +52,7 @@ def probe_test_sinusoidal_offset_and_odd(ns):
 
 
 def probe_test_rotate_values(ns):
-    f, g = ns["rotate"], torch.Generator().manual_seed(40)
+    f, g = ns["apply_rotary"], torch.Generator().manual_seed(40)
     x4 = _randn(g, 2, 3, 7, 8)
     out4 = f(x4)
     return {
@@ -66,7 +66,7 @@ def probe_test_rotate_values(ns):
 
 
 def probe_test_rotate_relative(ns):
-    f, g = ns["rotate"], torch.Generator().manual_seed(41)
+    f, g = ns["apply_rotary"], torch.Generator().manual_seed(41)
     q, k = _randn(g, 1, 16), _randn(g, 1, 16)
     pairs = ((3, 1), (10, 8), (3, 2), (0, 5), (20, 25), (0, 0), (7, 7), (5, 2), (105, 102), (2, 9), (33, 40),
              (63, 0), (563, 500))

@@ -1,7 +1,8 @@
 """Trusted grading spec for ex06 (Transformer blocks): probes compute an answer's outputs on fixed inputs.
 
 Each probe mirrors the visible and hidden tests of the graded cell it is named after: both norm placements, padding and
-causal masks, cross-attention with T != S, a batch of one. Weights are set from fixed seeds through the attribute
+causal masks, cross-attention with T != S, a batch of one; for the attention, also key and value left out, queries
+whose keys are all masked (zeros, not NaN) and bias=False. Weights are set from fixed seeds through the attribute
 names that the notebook's __init__ methods define; nothing here computes the expected answer.
 """
 import torch
@@ -30,12 +31,13 @@ def _fill(module, names, g):
         scale = 1.0 if "norm" in name else sub.weight.shape[-1] ** -0.5
         base = 1.0 if "norm" in name else 0.0
         sub.weight.copy_(base + scale * _randn(g, *sub.weight.shape))
-        sub.bias.copy_(0.1 * _randn(g, *sub.bias.shape))
+        if sub.bias is not None:  # bias=False
+            sub.bias.copy_(0.1 * _randn(g, *sub.bias.shape))
     return module
 
 
-def _attention(ns, D, H, seed):
-    mha = ns["MultiHeadAttention"](D, H).double()
+def _attention(ns, D, H, seed, bias=True):
+    mha = ns["MultiHeadAttention"](D, H, bias=bias).double()
     return _fill(mha, _ATTN, torch.Generator().manual_seed(seed))
 
 
@@ -70,11 +72,17 @@ def probe_test_attention(ns):
     both = _causal(4) & _padding([4, 3, 1], 4)
     mha1 = _attention(ns, 4, 1, seed=3)
     x1 = _randn(g, 1, 3, 4)
+    mha0 = _attention(ns, 8, 2, seed=4, bias=False)
+    empty = _padding([7, 0, 2], 7)  # the second source is all padding: its queries attend to nothing
     return {
         "self": mha(x, x, x),
         "cross_t4_s7_padding": mha3(q, kv, kv, mask=pad),
         "self_causal_padding": mha3(q, q, q, mask=both),
+        "key_value_default_to_query": mha3(q, mask=both),
+        "value_defaults_to_key": mha3(q, kv),
+        "fully_masked_rows": mha3(q, kv, kv, mask=empty),
         "batch_of_one_one_head": mha1(x1, x1, x1),
+        "no_bias": mha0(x, x, x),
     }
 
 

@@ -1,7 +1,7 @@
 """Grading: seconds per submission with the `course grade` command line, for several ways of running it.
 
 A class of N submissions of one assignment (half the model solution, half the solution with a classic bug from
-``tests/exercise_bugs/``) is graded with ``course grade ASSIGNMENT SUBMISSIONS --out ... --force --quiet`` plus
+``tests/grader/exercise_bugs/``) is graded with ``course grade ASSIGNMENT SUBMISSIONS --out ... --force --quiet`` plus
 each variant's arguments (default ``--jobs 1`` and ``--jobs 2``), round-robin. Reported per variant: the wall
 time of the whole command (what a teacher waits for, start-up included), seconds per submission, the grader's
 own count (its "graded N submission(s) in X s" line, start-up excluded), and the speed-up over the first
@@ -108,7 +108,7 @@ def run(ctx: Context) -> Result:
     n = int(ctx.option("students", "8" if ctx.size == "small" else "24"))
     rounds = int(ctx.option("rounds", "1" if ctx.size == "small" else "3"))
     variants = [v.strip() for v in ctx.option("variants", "--jobs 1;--jobs 2").split(";") if v.strip()]
-    bugs = json.loads((root / "tests" / "exercise_bugs" / f"{assignment}.json").read_text())["bugs"]
+    bugs = json.loads((root / "tests" / "grader" / "exercise_bugs" / f"{assignment}.json").read_text())["bugs"]
     solution = model_submission(root, assignment)
     sandbox = shutil.which("bwrap")
 

@@ -3,7 +3,7 @@ import filecmp
 
 import pytest
 
-from conftest import ASSIGNMENTS, ROOT, copy_course, run_nbgrader
+from _grading import ASSIGNMENTS, ROOT, copy_course, run_nbgrader
 
 
 def test_every_solution_has_a_release_and_nothing_else():

@@ -2,7 +2,7 @@
 import subprocess
 import sys
 
-from conftest import ROOT, nbgrader_env
+from _grading import ROOT, nbgrader_env
 from course_lib.grading.notebooks import cells_by_grade_id, fill_release, read, write
 
 A = "ex02_self_attention"
@@ -20,7 +20,7 @@ def test_validate_release_solution_and_forbidden(tmp_path):
     write(solution, tmp_path / f"{A}.ipynb")
     cheat = fill_release(release, read(ROOT / "solutions" / A / f"{A}.ipynb"))
     cells_by_grade_id(cheat)["answer_attention"].source = (
-        "def attention(q, k, v, mask=None):\n"
+        "def scaled_dot_product_attention(q, k, v, mask=None):\n"
         "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n")
     write(cheat, tmp_path / "cheat.ipynb")
 

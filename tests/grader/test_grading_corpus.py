@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from nbgrader.api import Gradebook
 
-from conftest import ROOT, nbgrader_env
+from _grading import ROOT, nbgrader_env
 from course_lib.grading.sandbox import sandbox_available
 from grading_corpus.cases import ASSIGNMENT, NB, build
 

@@ -16,7 +16,9 @@ ASSIGNMENT = "ex02_self_attention"
 NB = f"{ASSIGNMENT}.ipynb"
 MAX = 10.0
 
-GOOD_ATTENTION = '''def attention(q, k, v, mask=None):
+DEF = "def scaled_dot_product_attention(q, k, v, mask=None):\n"  # the answer's name and signature (as course_lib's)
+
+GOOD_ATTENTION = '''def scaled_dot_product_attention(q, k, v, mask=None):
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
@@ -64,15 +66,14 @@ def cases(paths: dict) -> list[Case]:
              note="honest, mask ignored"),
         Case("zoe", MAX, note="honest, correct, graded after the attackers"),
         # hostile or broken submissions
-        Case("loop", 0.0, "stopped after", answers={"answer_attention": "def attention(q, k, v, mask=None):\n"
-                                                    "    while True:\n        pass\n"},
+        Case("loop", 0.0, "stopped after", answers={"answer_attention": DEF + "    while True:\n        pass\n"},
              note="infinite loop in the answer"),
         Case("loop_swallow", 0.0, "ran longer than", answers={"answer_attention": (
-            "def attention(q, k, v, mask=None):\n    while True:\n        try:\n            while True:\n"
+            DEF + "    while True:\n        try:\n            while True:\n"
             "                pass\n        except BaseException:\n            continue\n")},
              note="infinite loop that swallows the grader's timeout"),
         Case("membomb", 0.0, "MemoryError", answers={"answer_attention": (
-            "def attention(q, k, v, mask=None):\n    blob = bytearray(64 * 2**30)\n    return blob\n")},
+            DEF + "    blob = bytearray(64 * 2**30)\n    return blob\n")},
              note="memory bomb"),
         Case("flood", MAX, "truncated", extra_cells=["print('x' * 100_000_000)"],
              note="100 MB of output, correct answers"),
@@ -83,12 +84,10 @@ def cases(paths: dict) -> list[Case]:
         Case("forker", MAX, "", extra_cells=["import pty, time\npid, fd = pty.fork()\nif pid == 0:\n"
                                             "    while True:\n        time.sleep(1)"],
              note="leaves a process running after the notebook ends (answers correct)"),
-        Case("hider", 0.0, "expected shape", answers={"answer_attention": "def attention(q, k, v, mask=None):\n"
-                                        "    return torch.zeros(1)\n"},
+        Case("hider", 0.0, "expected shape", answers={"answer_attention": DEF + "    return torch.zeros(1)\n"},
              extra_cells=["get_ipython().set_custom_exc((Exception,), lambda *a, **k: None)"],
              note="a custom exception handler hides failures"),
-        Case("patcher", 0.0, "expected shape", answers={"answer_attention": "def attention(q, k, v, mask=None):\n"
-                                          "    return torch.zeros(1)\n",
+        Case("patcher", 0.0, "expected shape", answers={"answer_attention": DEF + "    return torch.zeros(1)\n",
                                           "answer_self_attention": "class SelfAttention(torch.nn.Module):\n"
                                           "    def __init__(self, d_model, d_head):\n        super().__init__()\n"},
              extra_cells=["torch.allclose = lambda *a, **k: True\n"
@@ -97,13 +96,13 @@ def cases(paths: dict) -> list[Case]:
                           "check_close = lambda *a, **k: None\ncheck_shape = lambda *a, **k: None"],
              note="monkeypatched comparison functions"),
         Case("reader", 0.0, "hidden tests visible: False", answers={"answer_attention": SPY + (
-            "def attention(q, k, v, mask=None):\n"
+            DEF +
             f"    _peek('hidden tests', {solution!r})\n"
             f"    _peek('gradebook', {gradebook!r})\n"
             "    raise NotImplementedError()\n")}, sandbox_only=True,
              note="reads the hidden tests (source notebook) and the gradebook"),
         Case("writer", 0.0, "gradebook write failed", answers={"answer_attention": (
-            "import sqlite3\n\ndef attention(q, k, v, mask=None):\n"
+            "import sqlite3\n\n" + DEF +
             "    try:\n"
             f"        db = sqlite3.connect({gradebook!r})\n"
             "        db.execute('UPDATE grade SET auto_score = 198')\n        db.commit()\n"
@@ -112,7 +111,7 @@ def cases(paths: dict) -> list[Case]:
             "    raise NotImplementedError()\n")},
              sandbox_only=True, note="rewrites every score in the gradebook"),
         Case("copier", 0.0, "other student visible: False", answers={"answer_attention": SPY + (
-            "def attention(q, k, v, mask=None):\n"
+            DEF +
             f"    _peek('other student', {other!r})\n"
             "    raise NotImplementedError()\n")}, sandbox_only=True,
              note="reads another student's submission"),
@@ -122,8 +121,8 @@ def cases(paths: dict) -> list[Case]:
             '        scores = scores.masked_fill(~mask, float("-inf"))\n', "        pass\n")},
              edit_cells={"test_attention_mask": "print('mask: ok')", "test_self_attention": "pass"},
              note="edited the test cells to pass (mask ignored in the answer)"),
-        Case("cheater", 0.0, "scaled_dot_product_attention", answers={"answer_attention": (
-            "def attention(q, k, v, mask=None):\n"
+        Case("cheater", 0.0, "answer_attention uses scaled_dot_product_attention", answers={"answer_attention": (
+            DEF +
             "    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)\n")},
              note="calls the function being reimplemented"),
         Case("broken_json", 0.0, "not a valid notebook", kind="malformed", note="malformed notebook JSON"),

@@ -5,7 +5,7 @@ all; each classic bug fails some probes and passes others (the same partial-cred
 """
 import pytest
 
-from conftest import ASSIGNMENTS, ROOT, load_bugs
+from _grading import ASSIGNMENTS, ROOT, load_bugs
 from course_lib.grading.notebooks import apply_bug, fill_release, is_test_cell, grade_id, read
 from course_lib.grading.probes import compare, exec_cells, load_spec, run_probes, to_jsonable
 

@@ -6,7 +6,7 @@ generate_assignment, then autograde of (a) the solution: full marks, (b) the unt
 import pytest
 from nbgrader.api import Gradebook
 
-from conftest import ASSIGNMENTS, copy_course, load_bugs, run_nbgrader
+from _grading import ASSIGNMENTS, copy_course, load_bugs, run_nbgrader
 from course_lib.grading.notebooks import apply_bug, fill_release, read, write
 
 
