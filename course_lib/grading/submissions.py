@@ -26,7 +26,8 @@ __all__ = ["Submission", "discover", "locate_notebook", "belongs", "restore_note
 MAX_ZIP_BYTES = 50 * 2**20  # uncompressed size a zip may unpack to
 MAX_NOTEBOOK_BYTES = 20 * 2**20
 IGNORED_PARTS = {"__MACOSX", ".ipynb_checkpoints", ".git"}
-STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+# A student id as learning platforms export it: letters and digits of any script (李雷, Zoë), then also . _ @ + -.
+STUDENT_ID = re.compile(r"^[^\W_][\w.@+-]{0,99}$")
 
 # Names no answer cell may use, whatever the exercise: they read files, reach other modules by name or run
 # code from strings, which would let an answer dodge the exercise's own list.
@@ -72,20 +73,31 @@ def discover(folder: Path) -> list[Submission]:
             student = entry.stem
         else:
             continue
+        original = student
         if not STUDENT_ID.match(student):
-            safe = re.sub(r"[^A-Za-z0-9._@+-]", "_", student)[:100] or "student"
+            safe = re.sub(r"[^\w.@+-]", "_", student).lstrip("_.-@+")[:100] or "student"
+            while safe in seen and seen[safe][0] != original:  # never merge two different entries
+                safe = f"{safe}_{len(seen) + 1}"
             sub = Submission(safe, entry, [f"the entry {entry.name!r} has an unusual name; graded as {safe!r}"])
             student = safe
         else:
             sub = Submission(student, entry)
-        if student in seen:
-            sub.problems.append(f"two entries for {student!r} ({seen[student]} and {entry.name}); "
-                                f"the zip is ignored, the folder is graded")
+        if student in seen and seen[student][0] != original:
+            base = student
+            while student in seen:
+                student = f"{base}_{len(seen) + 1}" if student == base else f"{student}_"
+            sub.student = student
+            sub.problems.append(f"the entry {entry.name!r} has the id of another entry; graded as {student!r}")
+        if student in seen:  # a folder and a zip of the same name: the folder is graded, and says so
+            message = (f"two entries for {student!r} ({seen[student][1]} and {entry.name}); "
+                       f"the zip is ignored, the folder is graded")
             if entry.is_dir():
                 subs = [s for s in subs if s.student != student]
+                sub.problems.append(message)
             else:
+                next(s for s in subs if s.student == student).problems.append(message)
                 continue
-        seen[student] = entry.name
+        seen[student] = (original, entry.name)
         sub.digest = _digest(entry)
         subs.append(sub)
     return subs
