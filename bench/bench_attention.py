@@ -25,8 +25,12 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.harness import _cpu_name as cpu_name  # noqa: E402
 
 import torch
 import torch.nn.functional as F
@@ -100,16 +104,6 @@ def run(lengths, B, H, Dh, window, repeats):
                 ratios[name].append(statistics.median(f / t for f, t in zip(full, rounds[name])))
             print(f"T={T}: " + ", ".join(f"{n} {1000 * times[n][-1]:.2f} ms" for n in fns), flush=True)
     return times, ratios
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def report(times, ratios, lengths, args) -> str:
