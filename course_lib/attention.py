@@ -39,6 +39,7 @@ mask, :func:`fused_attention` by zeroing the row after PyTorch's kernel. Chapter
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -229,6 +230,29 @@ def scaled_dot_product_attention(
     return (out, weights) if return_weights else out
 
 
+_CAUSAL_CHECK_MAX = 4096  # compare masks with the causal one up to (4096, 4096): 16 MiB of booleans kept at most
+
+
+@functools.lru_cache(maxsize=4)
+def _lower_triangle(T: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()  # (T, T)
+
+
+def _is_plain_causal(mask: torch.Tensor, T: int, S: int) -> bool:
+    """True when every ``(T, T)`` slice of ``mask`` is exactly ``causal_mask(T)``: no padding in it.
+
+    Then PyTorch's kernel can be told ``is_causal=True`` instead of reading a boolean mask, which is faster
+    (transformers does the same for its SDPA attention). Only for ``T == S``: PyTorch's ``is_causal`` aligns
+    to the upper left, the course's :func:`course_lib.masks.causal_mask` to the lower right, and the two agree
+    only on a square.
+    """
+    if mask.dtype != torch.bool or T != S or T < 2 or T > _CAUSAL_CHECK_MAX:
+        return False
+    if mask.dim() < 2 or mask.shape[-2:] != (T, T):
+        return False
+    return torch.equal(mask, _lower_triangle(T, mask.device).expand(mask.shape))
+
+
 def fused_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -244,7 +268,9 @@ def fused_attention(
     (flash, memory-efficient, cuDNN or math), as nanoGPT does. PyTorch's answer for a query whose keys are
     all masked depends on that kernel (zeros, the mean of the values, or NaN), so such rows are handled
     here: they are let to attend everywhere inside the kernel (finite values and gradients whatever the
-    kernel) and their output is then set to zero, the course's contract.
+    kernel) and their output is then set to zero, the course's contract. A mask that is exactly the causal
+    mask of a square (every ``(T, T)`` slice equal to ``causal_mask(T)``, checked) is passed to the kernel as
+    ``is_causal=True``, its fastest form.
 
     Shape:
         q ``(..., T, Dh)``, k ``(..., S, Dh)``, v ``(..., S, Dv)``; mask (boolean) and bias (float)
@@ -254,6 +280,9 @@ def fused_attention(
         ValueError: see :func:`check_qkv`.
     """
     check_qkv(q, k, v, mask, bias, fn="fused_attention")
+    if bias is None and mask is not None and _is_plain_causal(mask, q.shape[-2], k.shape[-2]):
+        # exactly the (T, T) causal mask: PyTorch's kernel skips the masked half itself (no empty rows here)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)  # (..., T, Dv)
     empty = None
     attn_mask = None
     if mask is not None:

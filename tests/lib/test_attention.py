@@ -424,3 +424,44 @@ def test_mha_cross_attention_cache_computes_memory_keys_once():
     outs = [mha(y[:, t:t + 1], memory, memory, cache=cache, layer=1) for t in range(3)]
     assert len(calls) == 1 and cache.get_cross(1)[0].shape == (2, 2, 5, 4) and cache.length == 0
     torch.testing.assert_close(torch.cat(outs, 1), mha(y, memory, memory))
+
+
+def test_fused_tells_the_kernel_is_causal_only_for_the_exact_causal_mask(monkeypatch, device):
+    """``causal_mask(T)`` (any leading dims) goes to PyTorch as ``is_causal=True``; anything else as a mask."""
+    import course_lib.attention as attention
+
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("is_causal", False), kwargs.get("attn_mask") is not None))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(attention.F, "scaled_dot_product_attention", spy)
+    B, H, T, Dh = 2, 2, 6, 8
+    q, k, v = (_rand(B, H, T, Dh, seed=i).double().to(device).requires_grad_() for i in range(3))
+    flipped = causal_mask(T, device=device).clone()
+    flipped[3, 1] = False  # one hidden key more: not the causal mask
+    padded = combine_masks(padding_mask(torch.tensor([[0, 5, 6, 7, 8, 9], [4, 5, 6, 7, 8, 9]], device=device), 0),
+                           causal_mask(T, device=device))
+    cases = {
+        "(T, T)": (causal_mask(T, device=device), True),
+        "(1, 1, T, T)": (causal_mask(T, device=device)[None, None], True),
+        "(B, 1, T, T)": (causal_mask(T, device=device).expand(B, 1, T, T), True),
+        "one entry flipped": (flipped, False),
+        "with padding": (padded, False),
+        "upper triangle": (causal_mask(T, device=device).T.contiguous(), False),
+    }
+    for name, (mask, causal) in cases.items():
+        calls.clear()
+        fused = fused_attention(q, k, v, mask=mask)
+        assert calls == [(causal, not causal)], name
+        explicit = scaled_dot_product_attention(q, k, v, mask=mask)
+        torch.testing.assert_close(fused, explicit, msg=name)
+        g_fused = torch.autograd.grad(fused.pow(2).sum(), (q, k, v))
+        g_explicit = torch.autograd.grad(explicit.pow(2).sum(), (q, k, v))
+        for a, b in zip(g_fused, g_explicit):
+            torch.testing.assert_close(a, b, msg=name)
+    calls.clear()
+    fused_attention(q[:, :, :1], k, v, mask=causal_mask(1, T, device=device))  # T != S: lower right, as a mask
+    assert calls == [(False, True)]
