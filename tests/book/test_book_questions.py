@@ -16,6 +16,7 @@ QUESTIONS = {
     "05_attention_vs_cnn_rnn": [22, 23],
     "06_transformer_blocks": [7, 25],
     "07_masks": [8, 9, 12, 28, 32],
+    "08_training": [3, 11, 12, 14, 26, 30],
 }
 
 
