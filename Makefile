@@ -82,7 +82,7 @@ test-solutions: env
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope --nbval-lax --nbval-current-env solutions
 
 # Benchmarks (bench/README.md): a CSV table, a plot and the ratios per benchmark under bench/results/<name>/.
-# `make bench` runs the default ones (attention, grading) on the CPU, then on CUDA too when a GPU is there;
+# `make bench` runs the default ones (attention, training, grading) on the CPU, then on CUDA too when a GPU is there;
 # `make bench-course` times the book build, every notebook re-executed and `make test` (long: opt-in).
 # Extra arguments: make bench BENCH_ARGS="--size full --rounds 11"
 BENCH_ARGS ?=
